@@ -129,11 +129,11 @@ PRESETS: dict[str, Preset] = {
 WT_QUESTION_VARIANTS = ("minillm", "minillm_wsingle")
 
 
-def preset(name: str, **overrides: Any) -> VariantConfig:
+def preset(preset_name: str, /, **overrides: Any) -> VariantConfig:
     """A named preset, optionally with switches changed (and then validated)."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}", field="variant")
-    config = PRESETS[name].config
+    if preset_name not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset_name}'; choose one of {', '.join(PRESETS)}", field="variant")
+    config = PRESETS[preset_name].config
     if overrides:
         config = VariantConfig.from_dict({**config.to_dict(), **overrides})
     return validate_variant(config)
