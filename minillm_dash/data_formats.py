@@ -211,14 +211,16 @@ def _scan_object_for(text: str, pos: int, key: str) -> list[tuple[Any, int]]:
 def read_csv(text: str, file: str, delimiter: str) -> tuple[list[tuple[dict, int]], list[str]]:
     """Header row + data rows; the header is line 1, a row's line is where it starts."""
     csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # long prompts are legal
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    rows: list[tuple[dict, int]] = []
+    prev_end = 0  # last line of the previous record; a record starts on the next one
     try:
         header = next(reader, None)
         if header is None:
             raise DatasetError("the file is empty", file=file)
         header = [h.strip() for h in header]
         _check_header(header, file)
-        rows, prev_end = [], reader.line_num
+        prev_end = reader.line_num
         for cells in reader:
             line, prev_end = prev_end + 1, reader.line_num
             if not cells or (len(cells) == 1 and not cells[0].strip()):
@@ -229,7 +231,8 @@ def read_csv(text: str, file: str, delimiter: str) -> tuple[list[tuple[dict, int
                                    file=file, line=line, field=missing)
             rows.append((dict(zip(header, cells)), line))
     except csv.Error as e:
-        raise DatasetError(f"malformed CSV: {e}", file=file, line=reader.line_num) from e
+        hint = ": a quoted field is never closed" if "end of data" in str(e) else ""
+        raise DatasetError(f"malformed CSV: {e}{hint}", file=file, line=prev_end + 1) from e
     return rows, header
 
 
