@@ -91,8 +91,8 @@ def load_dataset_bytes(data: bytes, name: str, *, max_bytes: int = DEFAULT_MAX_B
 def _check_size(size: int, max_bytes: int, name: str) -> None:
     if size > max_bytes:
         mb = 1024 * 1024
-        raise DatasetError(f"the file is {size / mb:.1f} MB, larger than the {max_bytes / mb:g} MB limit",
-                           file=name)
+        raise DatasetError(f"the file is {size:,} bytes ({size / mb:.1f} MB), larger than the "
+                           f"{max_bytes / mb:g} MB limit", file=name)
 
 
 def _load(data: bytes, name: str, fmt: str | None, max_bytes: int) -> PromptDataset:

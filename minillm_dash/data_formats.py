@@ -77,7 +77,8 @@ def _line_of(data: bytes, offset: int) -> int:
 def check_magic(data: bytes, fmt: str, file: str) -> None:
     """Reject content that does not match the extension (a zip renamed .jsonl, text named .parquet)."""
     label = _LABELS[fmt]
-    kinds = ((b"PK\x03\x04", "a zip archive", " (an Excel .xlsx workbook is one too: export it as CSV)"),
+    xlsx = " (an Excel .xlsx workbook is one too: export it as CSV)" if fmt in ("csv", "tsv") else ""
+    kinds = ((b"PK\x03\x04", "a zip archive", xlsx),
              (b"\x1f\x8b", "gzip-compressed data", ": decompress it first"),
              (b"%PDF", "a PDF document", ""))
     for magic, what, hint in kinds:
