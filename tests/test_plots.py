@@ -127,6 +127,11 @@ def test_map_x_interpolates_tokens_seen():
     assert P.map_x(np.array([1]), None, None) is None
 
 
+def validated(fig: go.Figure) -> go.Figure:
+    """The dashboard builds unvalidated dict traces for speed; plotly's validators re-check them here."""
+    return go.Figure(fig.to_plotly_json())
+
+
 def _series(n_runs=4, steps=2000):
     rng = np.random.default_rng(0)
     out = []
@@ -138,7 +143,7 @@ def _series(n_runs=4, steps=2000):
 
 
 def test_figure_groups_by_variant_with_band_and_stable_colours():
-    fig = P.build_metric_figure(_series(), smoothing=0.6, show_seeds=True, title="train/klr")
+    fig = validated(P.build_metric_figure(_series(), smoothing=0.6, show_seeds=True, title="train/klr"))
     assert isinstance(fig, go.Figure)
     assert all(type(t).__name__ == "Scatter" for t in fig.data)  # SVG, never Scattergl
     legend = [t.name for t in fig.data if t.showlegend]
@@ -148,30 +153,31 @@ def test_figure_groups_by_variant_with_band_and_stable_colours():
     colours = {t.legendgroup: t.line.color for t in fig.data if t.showlegend}
     assert colours["minillm"] == P.variant_color("minillm") != colours["minillm_wsingle"]
     assert P.variant_color("my_custom") == P.variant_color("my_custom")
-    assert all(len(t.x) <= P.DEFAULT_MAX_POINTS for t in fig.data)
+    assert all(len(P.trace_array(t, "x")) <= P.DEFAULT_MAX_POINTS for t in fig.data)
 
 
 def test_single_run_has_faint_raw_line_only_when_smoothing():
     one = _series(1)
     assert len(P.build_metric_figure(one, smoothing=0.0).data) == 1
-    fig = P.build_metric_figure(one, smoothing=0.9)
+    fig = validated(P.build_metric_figure(one, smoothing=0.9))
     assert len(fig.data) == 2 and fig.data[0].opacity < 0.5 and fig.data[1].opacity == 1.0
 
 
 def test_log_y_is_an_axis_type_not_a_transform():
     one = _series(1)
-    lin = P.build_metric_figure(one, log_y=False)
-    log = P.build_metric_figure(one, log_y=True)
+    lin = validated(P.build_metric_figure(one, log_y=False))
+    log = validated(P.build_metric_figure(one, log_y=True))
     assert log.layout.yaxis.type == "log" and lin.layout.yaxis.type == "linear"
-    np.testing.assert_array_equal(np.asarray(lin.data[0].y), np.asarray(log.data[0].y))
+    np.testing.assert_array_equal(P.trace_array(lin.data[0], "y"), P.trace_array(log.data[0], "y"))
 
 
 def test_x_axis_choices_and_empty_figure():
     s = P.RunSeries(1, "rkl", 0, [1, 2, 3], [3.0, 2.0, 1.0], x=[0.5, 1.0, 1.5])
-    fig = P.build_metric_figure([s], x_axis="wall_time")
-    assert list(fig.data[0].x) == [0.5, 1.0, 1.5]
+    fig = validated(P.build_metric_figure([s], x_axis="wall_time"))
+    assert P.trace_array(fig.data[0], "x").tolist() == [0.5, 1.0, 1.5]
+    assert P.trace_array(fig.data[0], "y").tolist() == [3.0, 2.0, 1.0]
     assert "wall time" in fig.layout.xaxis.title.text
     with pytest.raises(ValueError):
         P.build_metric_figure([s], x_axis="epoch")
-    assert len(P.build_metric_figure([]).layout.annotations) == 1
-    fig.to_json()  # serialisable
+    assert len(validated(P.build_metric_figure([])).layout.annotations) == 1
+    assert '"bdata"' in P.build_metric_figure([s]).to_json()  # numpy arrays travel as binary
