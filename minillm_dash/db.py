@@ -14,9 +14,11 @@ Why it looks like this:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -116,6 +118,12 @@ class Database:
         self.safe_url: str = self._url.render_as_string(hide_password=True)
         self._closed = False
         self.engine: Engine = self._create_engine(echo)
+        # SQLite has one writer at a time anyway. Queuing our own threads on a lock hands the
+        # write lock over at once, where SQLite's busy handler polls with growing sleeps and can
+        # starve one writer for seconds. Other processes still wait on busy_timeout.
+        self._write_lock: threading.RLock | contextlib.nullcontext = (
+            threading.RLock() if self.is_sqlite else contextlib.nullcontext()
+        )
         try:
             with self._writing() as conn:
                 Base.metadata.create_all(conn)
@@ -166,7 +174,7 @@ class Database:
     def _writing(self) -> Iterator[Connection]:
         """A write transaction (BEGIN IMMEDIATE on SQLite: take the write lock first, wait politely)."""
         self._check_open()
-        with self.engine.connect() as conn:
+        with self._write_lock, self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
