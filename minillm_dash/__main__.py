@@ -1,0 +1,7 @@
+"""`python -m minillm_dash`: the command line."""
+
+import sys
+
+from minillm_dash.cli import main
+
+sys.exit(main())
