@@ -124,6 +124,8 @@ class Database:
         self._write_lock: threading.RLock | contextlib.nullcontext = (
             threading.RLock() if self.is_sqlite else contextlib.nullcontext()
         )
+        # An in-memory SQLite database is one shared connection: its readers must queue too.
+        self._read_lock = self._write_lock if _is_sqlite_memory(self._url) else contextlib.nullcontext()
         try:
             with self._writing() as conn:
                 Base.metadata.create_all(conn)
@@ -184,7 +186,7 @@ class Database:
     def _reading(self) -> Iterator[Connection]:
         """A read-only snapshot: several queries inside see the same state."""
         self._check_open()
-        with self.engine.connect() as conn:
+        with self._read_lock, self.engine.connect() as conn:
             yield conn
 
     def _insert_ignore(self, model: type[Base], conflict_cols: Sequence[str]) -> Any | None:
@@ -439,6 +441,8 @@ class Database:
         ]
         if not payload:
             return 0
+        if not all(math.isfinite(p["wall_time"]) for p in payload):
+            raise ValueError("insert_metrics: wall_time must be a finite number of seconds")
         with self._writing() as conn:
             self._insert_rows_ignoring_duplicates(conn, MetricRow, ["run_id", "name", "step"], payload)
         return len(payload)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import math
 import threading
 import time
 import weakref
@@ -105,6 +106,9 @@ class MetricWriter:
         """Validate and convert; a bad value is skipped (counted, warned once per name), not fatal."""
         rid, st = int(run_id), int(step)
         wt = time.time() if wall_time is None else float(wall_time)
+        if not math.isfinite(wt):  # would fail the whole batch (NOT NULL); the arrival time will do
+            log.warning("run %s step %s: wall_time %r replaced by the current time", run_id, step, wall_time)
+            wt = time.time()
         rows: list[Row] = []
         for name, value in values.items():
             try:

@@ -266,3 +266,26 @@ def test_in_memory_sqlite_works():
         _, run = _run(database)
         database.insert_metrics(_rows(run, range(3)))
         assert database.max_steps([run]) == {run: 2}
+
+
+def test_in_memory_sqlite_from_several_threads():
+    import threading
+
+    with Database("sqlite://") as database:
+        _, run = _run(database)
+        errors = []
+
+        def work(offset: int) -> None:
+            try:
+                for s in range(50):
+                    database.insert_metrics([(run, offset * 1000 + s, "loss", 1.0, 1.0)])
+                    database.max_steps([run])
+            except Exception as exc:  # noqa: BLE001
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and database.count_metrics([run]) == 200

@@ -132,3 +132,16 @@ def test_max_batch_never_splits_one_log_call(db):
         writer.log(run, 3, {"a": 1.0, "b": 2.0})
         writer.flush()
         assert writer.batches == 3 and writer.rows_written == 9
+
+
+def test_non_finite_wall_time_does_not_sink_the_batch(db):
+    run = _run(db)
+    with MetricWriter(db, flush_interval=10) as writer:
+        writer.log(run, 1, {"loss": 1.0}, wall_time=float("nan"))
+        writer.log(run, 2, {"loss": 2.0}, wall_time=5.0)
+        writer.flush()
+        assert writer.dropped_rows == 0 and writer.last_error is None
+    rows = db.metric_rows([run])
+    assert len(rows) == 2 and math.isfinite(rows[0][4]) and rows[1][4] == 5.0
+    with pytest.raises(ValueError):
+        db.insert_metrics([(run, 3, "loss", 1.0, float("inf"))])
