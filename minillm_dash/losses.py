@@ -198,7 +198,9 @@ def single_step_loss(
     """
     klr = token_divergence("rkl", student_logits, teacher_logits)
     if weights is not None:
-        klr = klr * weights.detach().to(klr.dtype)
+        # zero the weights at padding first: a NaN weight there would leak into the gradient as 0·NaN
+        zero = torch.zeros((), dtype=klr.dtype, device=klr.device)
+        klr = klr * torch.where(mask != 0, weights.detach().to(klr.dtype), zero)
     return masked_mean(klr, mask)
 
 
@@ -276,7 +278,8 @@ def long_term_loss(
     """
     valid = mask != 0
     rho = _ratio(logprobs, old_logprobs, weights, valid)
-    adv = advantages.detach().to(rho.dtype)
+    zero = torch.zeros((), dtype=rho.dtype, device=rho.device)
+    adv = torch.where(valid, advantages.detach().to(rho.dtype), zero)
     unclipped = -adv * rho
     clipped = -adv * rho.clamp(1.0 - clip, 1.0 + clip)
     return masked_mean(torch.maximum(unclipped, clipped), mask)

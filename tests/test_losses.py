@@ -374,6 +374,18 @@ def test_single_step_loss_matches_naive(weighted):
     assert torch.allclose(s.grad, want_g, atol=1e-12), f"expected grad lib={s.grad} naive={want_g}"
 
 
+def test_single_step_loss_ignores_padding_garbage_in_weights():
+    s = rand_logits(26).requires_grad_(True)
+    t = rand_logits(27)
+    w = torch.rand(B, T, generator=torch.Generator().manual_seed(3), dtype=F64) + 0.5
+    dirty = w.clone()
+    dirty[MASK == 0] = float("nan")
+    loss = single_step_loss(s, t, MASK, dirty)
+    loss.backward()
+    torch.testing.assert_close(loss, single_step_loss(s, t, MASK, w))
+    assert torch.isfinite(s.grad).all() and (s.grad[MASK == 0] == 0).all()
+
+
 # ----------------------------------------------------------------------------- advantages
 
 
