@@ -18,6 +18,8 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -53,7 +55,7 @@ MetricTuple = tuple[int, int, str, float, float]  # (run_id, step, name, value, 
 # Fields a caller may change on a run; anything else is a programming error (TypeError).
 RUN_UPDATABLE = frozenset(
     {"status", "error", "step", "total_steps", "device", "started_at", "finished_at",
-     "heartbeat_at", "config"}
+     "heartbeat_at", "config", "owner"}
 )
 
 __all__ = [
@@ -70,6 +72,29 @@ __all__ = [
 class DatabaseOpenError(UserInputError):
     """The database URL could not be parsed, its driver is missing, or the server refused us.
     The message names the URL with its password masked."""
+
+
+def process_owner() -> str:
+    """This process as a run owner: "host:pid"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_is_alive(owner: str | None) -> bool:
+    """False for runs of a dead process on this host (or with no owner); True for other hosts."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid_text = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
 
 
 def encode_value(value: float | None) -> float | None:
@@ -344,14 +369,14 @@ class Database:
         total_steps: int = 0,
         status: str = "queued",
     ) -> int:
-        """New run in an experiment, queued by default; returns its id."""
+        """New run in an experiment, queued by default and owned by this process; returns its id."""
         _check_status(status)
         with self._writing() as conn:
             res = conn.execute(
                 insert(RunRow).values(
                     experiment_id=int(experiment_id), variant=str(variant)[:NAME_MAX],
                     seed=int(seed), config=dict(config), status=status, step=0,
-                    total_steps=int(total_steps), created_at=time.time(),
+                    total_steps=int(total_steps), created_at=time.time(), owner=process_owner(),
                 )
             )
             return int(res.inserted_primary_key[0])
@@ -373,15 +398,26 @@ class Database:
             return res.rowcount > 0
 
     def mark_interrupted(self) -> int:
-        """At start-up: runs still queued/running belong to a process that died; say so. Returns count."""
-        now = time.time()
+        """At start-up: queued/running runs whose owning process is gone are marked `interrupted`.
+
+        Runs owned by a live process (a dashboard and a command-line experiment sharing one
+        database) are left alone; so are runs owned by another host, whose liveness we cannot see.
+        Returns how many runs were marked.
+        """
+        with self._reading() as conn:
+            active = conn.execute(
+                select(RunRow.id, RunRow.owner).where(RunRow.status.in_(ACTIVE_STATUSES))
+            ).all()
+        dead = [run_id for run_id, owner in active if not owner_is_alive(owner)]
+        if not dead:
+            return 0
         with self._writing() as conn:
             res = conn.execute(
                 update(RunRow)
-                .where(RunRow.status.in_(ACTIVE_STATUSES))
+                .where(RunRow.id.in_(dead), RunRow.status.in_(ACTIVE_STATUSES))
                 .values(
-                    status="interrupted", finished_at=now,
-                    error="interrupted: the dashboard process stopped before this run finished",
+                    status="interrupted", finished_at=time.time(),
+                    error="interrupted: the process running it stopped before this run finished",
                 )
             )
             return int(res.rowcount)

@@ -67,6 +67,8 @@ class RunRow(Base):
     started_at: Mapped[float | None] = mapped_column(Double, default=None)
     finished_at: Mapped[float | None] = mapped_column(Double, default=None)
     heartbeat_at: Mapped[float | None] = mapped_column(Double, default=None)
+    # "host:pid" of the process that queued the run, so recovery only touches runs of dead processes.
+    owner: Mapped[str | None] = mapped_column(String(NAME_MAX), default=None)
 
 
 class MetricRow(Base):

@@ -24,6 +24,11 @@ def peak_memory_mb(device: torch.device) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
+def _masked_sum(values: torch.Tensor, mask: torch.Tensor) -> float:
+    """Sum over real tokens only; an inf at padding must not turn into NaN through inf·0."""
+    return float(torch.where(mask.bool(), values, torch.zeros_like(values)).sum())
+
+
 class HeldoutEvaluator:
     """Scores a student on a fixed held-out prompt split; sampling is seeded per call (paired)."""
 
@@ -83,7 +88,7 @@ class HeldoutEvaluator:
             s_logits, t_logits = rollout.response_logits(student, sampled).float(), rollout.response_logits(
                 self.teacher, sampled).float()
             m = sampled.response_mask.to(s_logits.dtype)
-            sums["klr"] += float((losses.token_divergence("rkl", s_logits, t_logits) * m).sum())
+            sums["klr"] += _masked_sum(losses.token_divergence("rkl", s_logits, t_logits), m)
             sums["klr_n"] += float(m.sum())
 
             chunk_refs = references[i * self.settings.batch_size:][:len(chunk)]
@@ -93,9 +98,8 @@ class HeldoutEvaluator:
             s_logits, t_logits = rollout.response_logits(student, forced).float(), rollout.response_logits(
                 self.teacher, forced).float()
             m = forced.response_mask.to(s_logits.dtype)
-            sums["klf"] += float((losses.token_divergence("fkl", s_logits, t_logits) * m).sum())
-            nll = -losses.token_logprobs(s_logits, forced.response_ids)
-            sums["nll"] += float((nll * m).sum())
+            sums["klf"] += _masked_sum(losses.token_divergence("fkl", s_logits, t_logits), m)
+            sums["nll"] += _masked_sum(-losses.token_logprobs(s_logits, forced.response_ids), m)
             sums["ref_n"] += float(m.sum())
 
             texts, n_tokens = self._greedy_texts(student, ids, mask)

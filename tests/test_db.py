@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -155,18 +158,33 @@ def test_experiment_and_run_crud(db):
         db.update_run(run, variant="x")
 
 
+def dead_owner() -> str:
+    """The owner string of a process that has exited (and been reaped) on this host."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return f"{socket.gethostname()}:{int(proc.stdout)}"
+
+
 def test_mark_interrupted(db):
     exp, running = _run(db)
     queued = db.create_run(exp, "fkl", 0, {}, 10)
     done = db.create_run(exp, "rkl", 0, {}, 10)
     db.update_run(running, status="running")
     db.update_run(done, status="done")
+    assert db.mark_interrupted() == 0  # owned by this live process: a concurrent dashboard/CLI is left alone
+    for rid in (running, queued, done):
+        db.update_run(rid, owner=dead_owner())
     assert db.mark_interrupted() == 2
     for rid in (running, queued):
         r = db.get_run(rid)
-        assert r["status"] == "interrupted" and "process stopped" in r["error"] and r["finished_at"]
+        assert r["status"] == "interrupted" and "process running it stopped" in r["error"] and r["finished_at"]
     assert db.get_run(done)["status"] == "done"
     assert db.mark_interrupted() == 0
+
+
+def test_runs_of_other_hosts_are_left_alone(db):
+    exp, running = _run(db)
+    db.update_run(running, status="running", owner="some-other-host:1")
+    assert db.mark_interrupted() == 0 and db.get_run(running)["status"] == "running"
 
 
 def test_idempotent_metric_insert(db):

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_db import dead_owner
+
 from minillm_dash.db import Database
 from minillm_dash.export import export_history
 from minillm_dash.metric_writer import MetricWriter
@@ -119,6 +121,9 @@ def test_crud_round_trip(db):
     queued = db.create_run(exp, "fkl", 1, {}, 3)
     assert db.update_run(run, status="running", device="cpu")
     assert db.get_run(run)["status"] == "running" and db.list_experiments()[0]["n_runs"] == 2
+    assert db.mark_interrupted() == 0  # owned by this live process
+    for rid in (run, queued):
+        db.update_run(rid, owner=dead_owner())
     assert db.mark_interrupted() == 2 and db.get_run(queued)["status"] == "interrupted"
     db.add_samples(run, 1, [{"prompt": "p", "text": "t"}])
     db.add_samples(run, 1, [{"prompt": "p", "text": "t"}])
