@@ -168,8 +168,8 @@ def test_launch_two_variants_watch_curves_grow_cancel_one(page, dashboard):
     final = _main_lines(_chart(page, 0))
     steps_logged = db.max_steps([mini["id"]])[mini["id"]]
     assert final["minillm (seed 0)"] >= steps_logged - 1  # every logged step drawn (below the 1000-point cap)
-    close_toasts(page)
     page.locator("#live-chart-1 .js-plotly-plot").wait_for()
+    close_toasts(page)
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(SCREENSHOT), full_page=True)
