@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Callable
 
@@ -188,6 +189,9 @@ class Runner:
             self.db.add_event(item.run_id, outcome.status, outcome.message or f"finished {outcome.steps_done} steps")
         except Exception as exc:  # any failure ends this run only, with its message kept
             log.exception("run %s failed", item.run_id)
+            # The traceback's frames hold the student, optimizer and activations (an OOM's cause):
+            # drop their locals so the memory is freed even if a log handler keeps the record.
+            traceback.clear_frames(exc.__traceback__)
             writer.close()
             message = f"{type(exc).__name__}: {exc}"
             self.db.update_run(item.run_id, status="failed", error=message, finished_at=time.time())
