@@ -130,7 +130,8 @@ class RunTrainer:
 
         t0 = time.perf_counter()
         teacher_logits = None
-        if self.cfg.variant.needs_teacher or batch.source == "student":
+        yardstick_step = step % self.settings.yardstick_every == 0 or step == 1
+        if self._needs_teacher_logits() or (batch.source == "student" and yardstick_step):
             with torch.no_grad():
                 teacher_logits = logits_of(self.teacher, batch)
         timings["teacher"] = time.perf_counter() - t0
@@ -161,7 +162,7 @@ class RunTrainer:
 
         metrics.update(self._batch_metrics(batch, student_logits.detach(), teacher_logits, terms.clip_fraction))
         metrics["train/grad_norm"] = grad_norm
-        if step % self.settings.yardstick_every == 0 or step == 1:
+        if yardstick_step:
             metrics.update(self._yardsticks(batch, student_logits.detach(), teacher_logits, prompt_ids, prompt_mask,
                                             timings))
         timings["step"] = time.perf_counter() - start
@@ -174,6 +175,12 @@ class RunTrainer:
         return metrics
 
     # ----------------------------------------------------------- pieces
+    def _needs_teacher_logits(self) -> bool:
+        """Full teacher distributions are needed by divergences and the single-step term only
+        (seqkd's CE and the long-term term use the rollout's per-token teacher log-probs)."""
+        v = self.cfg.variant
+        return (v.divergence is not None and v.divergence_coef > 0) or v.single != "off"
+
     def _student_is_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.student.parameters())
 
