@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("yardstick-every", int), ("device", str)]:
         default = getattr(defaults, name.replace("-", "_"))
         run.add_argument(f"--{name}", type=kind, help=f"default {default}")
+    run.add_argument("--save-students", action="store_true", default=None,
+                     help="save each finished student under models/students/")
     run.add_argument("--max-concurrent", type=int, default=2, help="runs training at once (default 2)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -66,7 +68,7 @@ def experiment_from_args(args: argparse.Namespace, dataset_id: int | None) -> Ex
     raw = load_config_file(args.config) if args.config else {}
     train = dict(raw.get("train", {}) or {})
     for name in ("steps", "batch_size", "lr", "lr_schedule", "warmup_steps", "grad_clip", "max_new_tokens",
-                 "max_prompt_tokens", "eval_every", "heldout_size", "yardstick_every", "device"):
+                 "max_prompt_tokens", "eval_every", "heldout_size", "yardstick_every", "device", "save_students"):
         value = getattr(args, name)
         if value is not None:
             train[name] = value

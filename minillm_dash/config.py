@@ -41,6 +41,8 @@ class TrainSettings:
     # variants that train on other sequences this costs an extra student sampling pass.
     yardstick_every: int = 1
     device: str | None = None
+    # Save each finished student under models/students/ (loadable by from_pretrained).
+    save_students: bool = False
 
     def validate(self) -> "TrainSettings":
         positive_ints = ("steps", "batch_size", "max_new_tokens", "max_prompt_tokens", "eval_every",

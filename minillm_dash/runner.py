@@ -24,7 +24,8 @@ from minillm_dash.config import ExperimentConfig, RunConfig
 from minillm_dash.db import Database
 from minillm_dash.errors import ConfigError
 from minillm_dash.metric_writer import MetricWriter
-from minillm_dash.modeling import ModelSource, check_compatible, default_dtype, load_student, load_teacher, resolve_device
+from minillm_dash.modeling import (ModelSource, check_compatible, default_dtype, load_student, load_teacher,
+                                  resolve_device, save_student)
 from minillm_dash.trainer import RunOutcome, RunTrainer, StepReport, check_dataset_fits
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,12 @@ class Runner:
             if step_report.samples:
                 self._store_samples(item.run_id, step_report)
 
-        return trainer.run(report, should_stop=stop.is_set)
+        outcome = trainer.run(report, should_stop=stop.is_set)
+        if outcome.status == "done" and cfg.train.save_students:
+            run = self.db.get_run(item.run_id)
+            folder = save_student(student, tokenizer, f"exp{run['experiment_id']}-{cfg.variant.name}-seed{cfg.seed}")
+            self.db.add_event(item.run_id, "saved", f"student saved to {folder}")
+        return outcome
 
     def _store_samples(self, run_id: int, step_report: StepReport) -> None:
         """Samples are few and rare (evaluation steps); a failed write is logged, never fatal."""

@@ -19,6 +19,17 @@ def _run(tmp_path, *extra):
                  "--heldout-size", "2", "--quiet", *extra])
 
 
+def test_finished_students_can_be_saved_and_loaded_back(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINILLM_DASH_MODELS", str(tmp_path / "models"))
+    assert _run(tmp_path, "--variants", "rkl", "--save-students") == 0
+    run = Database(_db_url(tmp_path)).list_runs()[0]
+    saved = [e for e in Database(_db_url(tmp_path)).events(run["id"]) if e["kind"] == "saved"]
+    folder = saved[0]["message"].removeprefix("student saved to ")
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(folder).config.num_hidden_layers == 2
+
+
 def test_run_list_export(tmp_path, capsys):
     data = tmp_path / "prompts.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": f"Count to {i}.", "response": " ".join(map(str, range(i)))})
