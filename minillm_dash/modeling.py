@@ -206,7 +206,8 @@ def _from_pretrained(
         if where == "hub":
             raise ModelLoadError(
                 f"could not load '{name}' from the hub: {reason}; are you offline? "
-                "Check the model id, your network (HF_HUB_OFFLINE), or give a local folder instead"
+                "Check the model id and your network (HF_HUB_OFFLINE), or give an existing local folder "
+                f"instead (no folder '{Path(name).expanduser().resolve()}' exists)"
             ) from exc
         raise ModelLoadError(f"could not load the model in '{name}': {reason}") from exc
     return model, tok
