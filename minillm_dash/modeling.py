@@ -447,7 +447,13 @@ def _move_into_place(tmp: Path, folder: Path, *, replace: bool) -> None:
         os.replace(tmp, folder)
         shutil.rmtree(trash)
         return
-    os.replace(tmp, folder)
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        # Lost a race: another thread/process renamed its finished copy into place first.
+        if replace or not is_complete_model_dir(folder):
+            raise
+        shutil.rmtree(tmp)
 
 
 def _remove_stale_temp_folders(parent: Path) -> None:

@@ -195,3 +195,16 @@ def test_tiny_models_are_fast_and_deterministic():
     chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert tok.eos_token == "<|im_end|>" and tok.pad_token_id == 0 and len(tok) == a.config.vocab_size
+
+
+def test_a_failed_save_leaves_nothing_behind(teacher, models_dir):
+    model, tok = teacher
+
+    class Broken:
+        def save_pretrained(self, folder):
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        modeling.save_student(model, Broken(), "half")
+    students = models_dir / "students"
+    assert list(students.iterdir()) == []  # neither the target nor a temp folder
