@@ -91,7 +91,7 @@ def experiment_from_args(args: argparse.Namespace, dataset_id: int | None) -> Ex
 
 
 def cmd_run(args: argparse.Namespace, db: Database) -> int:
-    from minillm_dash.runner import Runner
+    from minillm_dash.runner import Runner, configure_cpu_threads
 
     exp = experiment_from_args(args, None)  # refuses bad variants/settings before data or models
     if args.data:
@@ -99,6 +99,7 @@ def cmd_run(args: argparse.Namespace, db: Database) -> int:
         for warning in dataset.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         exp = dataclasses.replace(exp, dataset_id=db.add_dataset(dataset))
+    configure_cpu_threads(args.max_concurrent)
     runner = Runner(db, max_concurrent=args.max_concurrent)
     say = (lambda message: print(message, file=sys.stderr)) if not args.quiet else None
     experiment_id = runner.launch(exp, progress=say)

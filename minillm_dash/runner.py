@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import queue
 import threading
 import time
@@ -30,6 +31,14 @@ from minillm_dash.trainer import RunOutcome, RunTrainer, StepReport, check_datas
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
+
+
+def configure_cpu_threads(max_concurrent: int) -> int:
+    """Split the CPU cores between concurrent runs: torch's intra-op pool is process-wide, and
+    several run threads each asking for every core oversubscribe the machine many times over."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, max_concurrent))
+    torch.set_num_threads(threads)
+    return threads
 
 
 class TeacherCache:

@@ -8,7 +8,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One intra-op thread: tests that train several runs in threads otherwise oversubscribe 2 cores 10-30x.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
