@@ -441,6 +441,12 @@ def build_live_figure(cache: MetricCache, runs: Sequence[Mapping[str, Any]], met
     """One Live-tab chart from the page's cache (the path the benchmark measures)."""
     from minillm_dash.plots import build_metric_figure
 
-    return build_metric_figure(run_series(cache, runs, metric, x_axis), x_axis=x_axis, smoothing=smoothing,
-                               log_y=log_y, show_seeds=show_seeds, title=chart_title(metric),
-                               max_points=max_points)
+    series = run_series(cache, runs, metric, x_axis)
+    title = chart_title(metric)
+    if x_axis != "step" and any(s.x is None for s in series):
+        # e.g. tokens seen not logged by some run: one shared axis cannot mix units, so fall back to step
+        series = run_series(cache, runs, metric, "step")
+        title += f"  ({x_axis.replace('_', ' ')} not logged by every run: x = step)"
+        x_axis = "step"
+    return build_metric_figure(series, x_axis=x_axis, smoothing=smoothing, log_y=log_y, show_seeds=show_seeds,
+                               title=title, max_points=max_points)

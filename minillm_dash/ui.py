@@ -92,7 +92,8 @@ def _wire_cross_tab(ctx: UIContext, data_tab: dict[str, Any], launch_tab: dict[s
     def datasets_for_launch(current: int | None):
         choices = dataset_choices(ctx)
         ids = {v for _, v in choices}
-        value = current if current in ids else (builtin_id if builtin_id in ids else (choices[0][1] if choices else None))
+        fallback = builtin_id if builtin_id in ids else (choices[0][1] if choices else None)
+        value = current if current in ids else fallback
         return gr.update(choices=choices, value=value)
 
     def on_load():

@@ -58,7 +58,8 @@ def summary_markdown(ds: data.PromptDataset, dataset_id: int, existed: bool, tem
         f"{', '.join(f'`{f}`' for f in ds.fields) or '—'}; references: "
         f"{'yes (every row)' if ds.has_references else 'no'}.",
         f"{'Already stored' if existed else 'Stored'} as dataset **#{dataset_id}** (sha256 `{ds.content_hash[:12]}`).",
-        f"Preview: {'chat template of the loaded teacher `' + template_from + '`' if template_from else 'raw prompts (load a teacher with *check models* to see its chat template)'}.",
+        "Preview: " + (f"chat template of the loaded teacher `{template_from}`." if template_from else
+                       "raw prompts (load a teacher with *check models* on the Launch tab to see its chat template)."),
     ]
     lines += [f"⚠ {w}" for w in ds.warnings]
     return "\n\n".join(lines)

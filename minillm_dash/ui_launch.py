@@ -59,6 +59,11 @@ def _int(value: Any, field: str) -> int:
     return int(f)
 
 
+def _hp_int(key: str, label: str, info: str | None = None) -> gr.Number:
+    """An integer hyperparameter box with the TrainSettings default (and a CPU/GPU hint)."""
+    return gr.Number(elem_id=f"hp-{key}", label=label, value=getattr(_defaults, key), precision=0, info=info)
+
+
 def build_launch_tab(ctx: UIContext) -> dict[str, Any]:
     """Widgets of the Launch tab and its local events; the launch click is wired in ui.py (it
     updates the Live tab too)."""
@@ -68,10 +73,12 @@ def build_launch_tab(ctx: UIContext) -> dict[str, Any]:
         c["dataset"] = gr.Dropdown(elem_id="launch-dataset", choices=dataset_choices(ctx), label="Dataset", scale=3,
                                    info="stored datasets (Data tab); the built-in prompt set is always there")
     with gr.Row():
-        c["teacher"] = gr.Dropdown(elem_id="launch-teacher", choices=TEACHER_CHOICES, value="default", allow_custom_value=True, label="Teacher",
-                                   info="'default' = embedded SmolLM2-135M-Instruct; or a hub id, or a local folder")
-        c["student"] = gr.Dropdown(elem_id="launch-student", choices=STUDENT_CHOICES, value="pruned:6", allow_custom_value=True, label="Student",
-                                   info="'pruned:K' = the teacher keeping K evenly spaced layers; or a hub id / folder")
+        c["teacher"] = gr.Dropdown(
+            elem_id="launch-teacher", choices=TEACHER_CHOICES, value="default", allow_custom_value=True,
+            label="Teacher", info="'default' = embedded SmolLM2-135M-Instruct; or a hub id, or a local folder")
+        c["student"] = gr.Dropdown(
+            elem_id="launch-student", choices=STUDENT_CHOICES, value="pruned:6", allow_custom_value=True,
+            label="Student", info="'pruned:K' = the teacher keeping K evenly spaced layers; or a hub id / folder")
         c["device"] = gr.Dropdown(choices=["auto", "cpu", "cuda"], value="auto", label="Device",
                                   info="auto: cuda when available")
     with gr.Row():
@@ -98,7 +105,8 @@ def build_launch_tab(ctx: UIContext) -> dict[str, Any]:
                                         info="MiniLLM: 0.2")
             sw["gkd"] = gr.Number(value=init["gkd"], label="GKD λ: P(student samples) (empty = off)")
         with gr.Row():
-            sw["divergence"] = gr.Dropdown(value=init["divergence"], choices=["none", *V.DIVERGENCES], label="Token divergence")
+            sw["divergence"] = gr.Dropdown(value=init["divergence"], choices=["none", *V.DIVERGENCES],
+                                           label="Token divergence")
             sw["divergence_coef"] = gr.Number(value=init["divergence_coef"], label="divergence coefficient")
             sw["ce_coef"] = gr.Number(value=init["ce_coef"], label="cross-entropy coefficient")
             sw["loss_temperature"] = gr.Number(value=init["loss_temperature"], label="loss temperature τ")
@@ -107,10 +115,12 @@ def build_launch_tab(ctx: UIContext) -> dict[str, Any]:
             sw["skew_alpha"] = gr.Number(value=init["skew_alpha"], label="skew α (skl/srkl)")
             sw["mu"] = gr.Number(value=init["mu"], label="AKL μ")
         with gr.Row():
-            sw["single"] = gr.Radio(value=init["single"], choices=list(V.SINGLE_SETTINGS), label="MiniLLM single-step term",
+            sw["single"] = gr.Radio(value=init["single"], choices=list(V.SINGLE_SETTINGS),
+                                    label="MiniLLM single-step term",
                                     info="weighted = by w_t (paper Eq. 7); unweighted = LMOps")
             sw["long_term"] = gr.Checkbox(value=init["long_term"], label="long-term (policy-gradient) term")
-            sw["include_current"] = gr.Checkbox(value=init["include_current"], label="return includes current token (s=t, LMOps)")
+            sw["include_current"] = gr.Checkbox(value=init["include_current"],
+                                                label="return includes current token (s=t, LMOps)")
         with gr.Row():
             sw["gamma"] = gr.Number(value=init["gamma"], label="γ discount")
             sw["length_norm"] = gr.Checkbox(value=init["length_norm"], label="length normalisation")
@@ -124,24 +134,22 @@ def build_launch_tab(ctx: UIContext) -> dict[str, Any]:
     gr.Markdown("### Seeds and hyperparameters")
     hp: dict[str, Any] = {}
     with gr.Row():
-        c["seeds"] = gr.Textbox(elem_id="launch-seeds", label="Seeds", value="0", info="e.g. 0, 1, 2 or 0-4; each variant runs once per seed")
-        hp["steps"] = gr.Number(elem_id="hp-steps", label="Steps", value=_defaults.steps, precision=0, info="CPU: 20-100; GPU: 500-5000")
-        hp["batch_size"] = gr.Number(elem_id="hp-batch_size", label="Batch size (prompts)", value=_defaults.batch_size, precision=0,
-                                     info="CPU: 2-4; GPU: 16-64")
-        hp["lr"] = gr.Number(elem_id="hp-lr", label="Learning rate", value=_defaults.lr, info="5e-5 works for the default pair")
-        hp["lr_schedule"] = gr.Dropdown(elem_id="hp-lr_schedule", choices=list(LR_SCHEDULES), value=_defaults.lr_schedule, label="LR schedule")
-        hp["warmup_steps"] = gr.Number(elem_id="hp-warmup_steps", label="Warm-up steps", value=_defaults.warmup_steps, precision=0)
+        c["seeds"] = gr.Textbox(elem_id="launch-seeds", label="Seeds", value="0",
+                                info="e.g. 0, 1, 2 or 0-4; each variant runs once per seed")
+        hp["steps"] = _hp_int("steps", "Steps", "CPU: 20-100; GPU: 500-5000")
+        hp["batch_size"] = _hp_int("batch_size", "Batch size (prompts)", "CPU: 2-4; GPU: 16-64")
+        hp["lr"] = gr.Number(elem_id="hp-lr", label="Learning rate", value=_defaults.lr,
+                             info="5e-5 works for the default pair")
+        hp["lr_schedule"] = gr.Dropdown(elem_id="hp-lr_schedule", choices=list(LR_SCHEDULES),
+                                        value=_defaults.lr_schedule, label="LR schedule")
+        hp["warmup_steps"] = _hp_int("warmup_steps", "Warm-up steps")
     with gr.Row():
         hp["grad_clip"] = gr.Number(elem_id="hp-grad_clip", label="Grad clip (0 = off)", value=_defaults.grad_clip)
-        hp["max_new_tokens"] = gr.Number(elem_id="hp-max_new_tokens", label="Max new tokens", value=_defaults.max_new_tokens, precision=0,
-                                         info="CPU: 16-32; GPU: 128-256")
-        hp["max_prompt_tokens"] = gr.Number(elem_id="hp-max_prompt_tokens", label="Max prompt tokens", value=_defaults.max_prompt_tokens, precision=0)
-        hp["eval_every"] = gr.Number(elem_id="hp-eval_every", label="Eval every (steps)", value=_defaults.eval_every, precision=0,
-                                     info="held-out yardsticks; CPU: 10; GPU: 50-100")
-        hp["heldout_size"] = gr.Number(elem_id="hp-heldout_size", label="Held-out prompts", value=_defaults.heldout_size, precision=0,
-                                       info="CPU: 8; GPU: 64-256")
-        hp["eval_max_new_tokens"] = gr.Number(elem_id="hp-eval_max_new_tokens", label="Eval max new tokens", value=_defaults.eval_max_new_tokens,
-                                              precision=0)
+        hp["max_new_tokens"] = _hp_int("max_new_tokens", "Max new tokens", "CPU: 16-32; GPU: 128-256")
+        hp["max_prompt_tokens"] = _hp_int("max_prompt_tokens", "Max prompt tokens")
+        hp["eval_every"] = _hp_int("eval_every", "Eval every (steps)", "held-out yardsticks; CPU: 10; GPU: 50-100")
+        hp["heldout_size"] = _hp_int("heldout_size", "Held-out prompts", "CPU: 8; GPU: 64-256")
+        hp["eval_max_new_tokens"] = _hp_int("eval_max_new_tokens", "Eval max new tokens")
     with gr.Row():
         c["max_concurrent_note"] = gr.Markdown(
             f"Runs train side by side in background threads (at most {getattr(ctx.runner, 'max_concurrent', '?')} "
@@ -234,7 +242,8 @@ INT_HP = {"steps", "batch_size", "warmup_steps", "max_new_tokens", "max_prompt_t
 
 
 def experiment_from_inputs(name: str, dataset_id: int | None, teacher: str, student: str, device: str,
-                           presets: list[str], customs: list[dict], seeds: str, hp_values: list[Any]) -> ExperimentConfig:
+                           presets: list[str], customs: list[dict], seeds: str,
+                           hp_values: list[Any]) -> ExperimentConfig:
     """Widgets -> a validated ExperimentConfig (every refusal is a ConfigError naming the field)."""
     hp = dict(zip(HP_ORDER, hp_values))
     settings: dict[str, Any] = {}

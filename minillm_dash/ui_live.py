@@ -74,7 +74,8 @@ class LiveTab:
             self.show_seeds = gr.Checkbox(label="show individual seeds", value=False, scale=1)
         with gr.Accordion("Metrics", open=True):
             with gr.Row():
-                self.yard = gr.CheckboxGroup(choices=groups["yardstick"], value=[m for m in groups["yardstick"] if m in default],
+                self.yard = gr.CheckboxGroup(choices=groups["yardstick"],
+                                             value=[m for m in groups["yardstick"] if m in default],
                                              label="Yardsticks (comparable across variants)", elem_id="pick-yardsticks")
                 self.loss = gr.CheckboxGroup(choices=groups["loss"], value=[m for m in groups["loss"] if m in default],
                                              label="Loss terms (variant-specific)", elem_id="pick-losses")

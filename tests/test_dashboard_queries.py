@@ -114,3 +114,13 @@ def test_samples_side_by_side_picks_a_shared_prompt():
     prompt, rows = Q.samples_side_by_side(s)
     assert prompt == "B" and rows == [["run 1 @ step 5", "b1"], ["run 2 @ step 4", "b2"]]
     assert Q.samples_side_by_side({}) == ("", [])
+
+
+def test_live_figure_falls_back_to_step_when_tokens_seen_missing():
+    cache = Q.MetricCache()
+    cache.add_rows([(1, s, "train/klr", 1.0, 10.0 + s) for s in range(1, 4)])
+    runs = [{"id": 1, "variant": "rkl", "seed": 0}]
+    fig = Q.build_live_figure(cache, runs, "train/klr", x_axis="tokens_seen", smoothing=0.0, log_y=False,
+                              show_seeds=False).to_plotly_json()
+    assert fig["layout"]["xaxis"]["title"]["text"] == "step"
+    assert "not logged" in fig["layout"]["title"]["text"]

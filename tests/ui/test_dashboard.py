@@ -196,3 +196,32 @@ def test_export_experiment_csv_matches_database(page, dashboard):
         key = (int(row["run_id"]), int(row["step"]), row["name"])
         value = stored[key]
         assert (row["value"] in ("", "nan") and value != value) or float(row["value"]) == pytest.approx(value)
+
+
+def test_launch_form_helpers_and_config_diff(page, dashboard):
+    url, db, _ = dashboard
+    page.goto(url)
+    open_tab(page, "Launch")
+    # the w_t question button fills the one-switch comparison
+    page.locator("#wt-question").click()
+    page.locator("#launch-seeds input, #launch-seeds textarea").first.wait_for()
+    page.wait_for_function("() => { const e = document.querySelector('#launch-seeds textarea, #launch-seeds input');"
+                           " return e && e.value === '0, 1, 2'; }")
+    checked = page.locator("#preset-variants input[type=checkbox]:checked")
+    names = sorted(checked.nth(i).evaluate("e => e.closest('label').innerText") for i in range(checked.count()))
+    assert len(names) == 2 and names[0].startswith("minillm:") and names[1].startswith("minillm_wsingle:")
+    # the vocabulary check before launch
+    _choose(page, "launch-teacher", "tiny")
+    _choose(page, "launch-student", "pruned:2")
+    page.get_by_role("button", name="Check models (vocabulary)").click()
+    page.wait_for_function("() => { const e = document.querySelector('#model-check textarea');"
+                           " return e && e.value.startsWith('compatible'); }")
+    # config diff of the two runs of the earlier experiment shows what differs, and only that
+    exp = next(e for e in reversed(db.list_experiments()) if e["name"] == "ui-test")
+    open_tab(page, "History and export")
+    page.locator("#history-experiment input").first.click()
+    page.get_by_role("option", name=f"#{exp['id']} ui-test", exact=False).first.click()
+    page.get_by_role("button", name="Show config diff").click()
+    wait_text(page, "#config-diff", "variant.name")
+    diff_text = page.locator("#config-diff").inner_text()
+    assert "variant.divergence" in diff_text and "train.steps" not in diff_text

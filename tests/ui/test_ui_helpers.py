@@ -30,7 +30,8 @@ def test_parse_seeds():
 
 def test_experiment_from_inputs_builds_and_validates():
     assert len(HP) == len(HP_ORDER)
-    exp = experiment_from_inputs("wt", None, "tiny", "pruned:2", "auto", ["minillm", "minillm_wsingle"], [], "0,1,2", HP)
+    exp = experiment_from_inputs("wt", None, "tiny", "pruned:2", "auto", ["minillm", "minillm_wsingle"], [],
+                                 "0,1,2", HP)
     assert [v.name for v in exp.variants] == ["minillm", "minillm_wsingle"]
     assert exp.seeds == (0, 1, 2) and exp.train.device is None and exp.train.steps == 20
     with pytest.raises(ConfigError, match="variants"):
