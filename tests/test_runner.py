@@ -87,7 +87,7 @@ def test_an_exception_marks_only_that_run_failed(tmp_db, monkeypatch):
     assert tmp_db.max_steps([by_name["fkl"]["id"]]) == {by_name["fkl"]["id"]: 1}
     # The failed run's student, optimizer and activations are gone: only the shared teacher stays alive.
     gc.collect()
-    alive = [o for o in gc.get_objects() if isinstance(o, LlamaForCausalLM)]
+    alive = [o for o in gc.get_objects() if type(o) is LlamaForCausalLM]
     assert len(alive) == 1 and alive[0] is teacher, f"{len(alive)} models still alive"
     # The teacher is shared by every run (one cached copy) and unchanged by all of them.
     assert len(runner.teachers._models) == 1 and [r["status"] for r in tmp_db.list_runs(exp2)] == ["done"]
