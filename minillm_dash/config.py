@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minillm_dash.errors import ConfigError
+from minillm_dash.errors import ConfigError, reject_unknown_keys
 from minillm_dash.variants import VariantConfig, preset, validate_variant
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -134,16 +134,11 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
         """Build from a parsed YAML/JSON file: variants are preset names or switch dictionaries."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {unknown}; known: {sorted(known)}", field="config")
+        reject_unknown_keys(data, {f.name for f in dataclasses.fields(cls)}, what="key(s)", field="config")
         variants = tuple(_variant_from_entry(entry) for entry in data.get("variants", ()))
         train_data = data.get("train", {}) or {}
-        train_known = {f.name for f in dataclasses.fields(TrainSettings)}
-        bad = sorted(set(train_data) - train_known)
-        if bad:
-            raise ConfigError(f"unknown training setting(s) {bad}; known: {sorted(train_known)}", field="train")
+        reject_unknown_keys(train_data, {f.name for f in dataclasses.fields(TrainSettings)},
+                            what="training setting(s)", field="train")
         seeds = data.get("seeds", (0,))
         return cls(name=str(data.get("name", "experiment")), variants=variants,
                    seeds=tuple(int(s) for s in seeds), teacher=str(data.get("teacher", "default")),

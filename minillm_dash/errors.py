@@ -37,3 +37,10 @@ class ModelLoadError(UserInputError):
 
 class VocabularyMismatchError(ModelLoadError):
     """Teacher and student do not share one vocabulary and tokenizer."""
+
+
+def reject_unknown_keys(data: dict, known: set[str], *, what: str, field: str) -> None:
+    """Refuse misspelt settings instead of silently ignoring them."""
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown}; known: {sorted(known)}", field=field)

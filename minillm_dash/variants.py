@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from minillm_dash.errors import ConfigError
+from minillm_dash.errors import ConfigError, reject_unknown_keys
 
 SOURCES = ("reference", "teacher", "student", "mixed")
 DIVERGENCES = ("fkl", "rkl", "jsd", "tvd", "skl", "srkl", "akl")
@@ -65,10 +65,8 @@ class VariantConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "VariantConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown variant switch(es) {unknown}; known: {sorted(known)}", field="variant")
+        reject_unknown_keys(data, {f.name for f in dataclasses.fields(cls)}, what="variant switch(es)",
+                            field="variant")
         return validate_variant(cls(**data))
 
 

@@ -18,15 +18,6 @@ from minillm_dash.modeling import ModelSource
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Single-core speed is enough here, and one thread is immune to CPU contention from parallel jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def default_teacher():
     start = time.perf_counter()

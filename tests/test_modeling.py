@@ -12,15 +12,6 @@ from minillm_dash.errors import ModelLoadError, VocabularyMismatchError
 from minillm_dash.modeling import ModelSource
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models are all per-op overhead: one thread is faster, and immune to CPU contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture()
 def models_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("MINILLM_DASH_MODELS", str(tmp_path / "models"))

@@ -11,15 +11,6 @@ from minillm_dash.tiny import tiny_pair
 ALPHA = 0.2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models are all per-op overhead: one thread is faster, and immune to CPU contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pair():
     teacher, student, tok = tiny_pair(teacher_seed=0, student_seed=1)
