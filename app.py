@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(refusal, file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up HTTP checks
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
     from minillm_dash.db import Database, DatabaseOpenError

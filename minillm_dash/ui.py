@@ -65,7 +65,7 @@ def _wire_launch(ctx: UIContext, c: dict[str, Any], live: LiveTab, history: dict
 
     @user_errors
     def launch(name: str, dataset_id: int | None, teacher: str, student: str, device: str, presets: list[str],
-               customs: list[dict], seeds: str, *hp_values: Any, progress: gr.Progress = gr.Progress()):
+               customs: list[dict], seeds: str, *hp_values: Any, progress: gr.Progress = gr.Progress()) -> dict:
         exp = experiment_from_inputs(name, dataset_id, teacher, student, device, presets, customs, seeds,
                                      list(hp_values))
         status: list[str] = []
@@ -74,16 +74,22 @@ def _wire_launch(ctx: UIContext, c: dict[str, Any], live: LiveTab, history: dict
         gr.Info(f"experiment #{experiment_id} launched: {n_runs} runs")
         message = (f"Launched experiment **#{experiment_id}** ({n_runs} runs: "
                    f"{', '.join(v.name for v in exp.variants)} × seeds {list(exp.seeds)}). Watch it on the Live tab.")
-        return (message, gr.update(choices=experiment_choices(ctx.db), value=experiment_id),
-                gr.Tabs(selected="live"), gr.update(choices=experiment_choices(ctx.db)))
+        return {"id": experiment_id, "message": message}
 
+    def show_launched(res: dict):
+        choices = experiment_choices(ctx.db)
+        return (res["message"], gr.update(choices=choices, value=res["id"]), gr.Tabs(selected="live"),
+                gr.update(choices=choices))
+
+    # launch -> State, then render: a refused launch shows its toast and leaves every widget as it was
+    launched = gr.State(None)
     c["launch"].click(
         launch,
         inputs=[c["name"], c["dataset"], c["teacher"], c["student"], c["device"], c["presets"], c["customs"],
                 c["seeds"], *hp_components],
-        outputs=[c["launch_status"], live.experiment, tabs, history["exp_choice"]],
-    )
-
+        outputs=launched,
+    ).success(show_launched, inputs=launched,
+              outputs=[c["launch_status"], live.experiment, tabs, history["exp_choice"]])
 
 def _wire_cross_tab(ctx: UIContext, data_tab: dict[str, Any], launch_tab: dict[str, Any], live: LiveTab,
                     history: dict[str, Any], builtin_id: int, demo: gr.Blocks) -> None:
@@ -104,4 +110,4 @@ def _wire_cross_tab(ctx: UIContext, data_tab: dict[str, Any], launch_tab: dict[s
     demo.load(on_load, outputs=[launch_tab["dataset"], live.experiment])
     demo.load(history["refresh_fn"], outputs=history["lists"])
     data_tab["table"].change(datasets_for_launch, inputs=launch_tab["dataset"], outputs=launch_tab["dataset"])
-    history["delete"].click(lambda: gr.update(choices=experiment_choices(ctx.db)), outputs=live.experiment)
+    history["delete_event"].then(lambda: gr.update(choices=experiment_choices(ctx.db)), outputs=live.experiment)

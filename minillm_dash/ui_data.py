@@ -88,10 +88,14 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         delete_btn = gr.Button("Delete dataset", variant="stop", scale=1)
         refresh_btn = gr.Button("Refresh list", scale=1)
 
+    # Handlers that can fail write into a State; a .success() step renders. A failure then shows
+    # only its toast, instead of Gradio stamping "Error" over the preview and the datasets list.
+    result = gr.State(None)
+
     @user_errors
-    def on_upload(path: str | None):
+    def on_upload(path: str | None) -> dict | None:
         if not path:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return None
         name = Path(path).name
         ds = data.load_dataset_file(path, name=name, max_bytes=ctx.max_upload_bytes)
         existed = ctx.db.find_dataset(ds.content_hash) is not None
@@ -99,22 +103,28 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         teacher = loaded_teacher_tokenizer(ctx)
         template_from, tokenizer = teacher if teacher else (None, None)
         gr.Info(f"{name}: {len(ds)} rows {'already stored' if existed else 'stored'} as dataset #{dataset_id}")
-        return (summary_markdown(ds, dataset_id, existed, template_from), preview_frame(ds, tokenizer),
-                datasets_frame(ctx), gr.update(choices=dataset_choices(ctx), value=dataset_id))
+        return {"summary": summary_markdown(ds, dataset_id, existed, template_from),
+                "preview": preview_frame(ds, tokenizer), "id": dataset_id}
+
+    def show_upload(res: dict | None):
+        if res is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return (res["summary"], res["preview"], datasets_frame(ctx),
+                gr.update(choices=dataset_choices(ctx), value=res["id"]))
 
     @user_errors
-    def on_delete(dataset_id: int | None):
+    def on_delete(dataset_id: int | None) -> None:
         if dataset_id is None:
             raise gr.Error("choose a dataset to delete")
         if not ctx.db.delete_dataset(int(dataset_id)):
             raise gr.Error(f"dataset #{dataset_id} no longer exists")
         gr.Info(f"dataset #{dataset_id} deleted")
-        return datasets_frame(ctx), gr.update(choices=dataset_choices(ctx), value=None)
 
     def on_refresh():
-        return datasets_frame(ctx), gr.update(choices=dataset_choices(ctx))
+        return datasets_frame(ctx), gr.update(choices=dataset_choices(ctx), value=None)
 
-    upload.upload(on_upload, inputs=upload, outputs=[summary, preview, table, to_delete])
-    delete_btn.click(on_delete, inputs=to_delete, outputs=[table, to_delete])
+    upload.upload(on_upload, inputs=upload, outputs=result).success(
+        show_upload, inputs=result, outputs=[summary, preview, table, to_delete])
+    delete_btn.click(on_delete, inputs=to_delete, outputs=[]).success(on_refresh, outputs=[table, to_delete])
     refresh_btn.click(on_refresh, outputs=[table, to_delete])
     return {"table": table, "choice": to_delete}

@@ -141,7 +141,7 @@ def _wire(ctx: UIContext, c: dict[str, Any]) -> None:
                                         extra_files=chart_html_files(ctx, ids)))
 
     @user_errors
-    def delete(run_ids: list[int] | None):
+    def delete(run_ids: list[int] | None) -> None:
         ids = _selected(run_ids)
         for rid in ids:
             run = ctx.db.get_run(rid)
@@ -149,7 +149,9 @@ def _wire(ctx: UIContext, c: dict[str, Any]) -> None:
                 raise gr.Error(f"run #{rid} is {run['status']}: cancel it on the Live tab before deleting it")
         gone = [rid for rid in ids if ctx.db.delete_run(rid)]
         gr.Info(f"deleted {len(gone)} run(s): {', '.join(f'#{r}' for r in gone)}")
-        return (*refresh()[:2], gr.skip(), gr.update(choices=run_choices(ctx), value=[]))
+
+    def refresh_after_delete():
+        return (*refresh()[:3], gr.update(choices=run_choices(ctx), value=[]))
 
     lists = [c["experiments"], c["runs"], c["exp_choice"], c["run_choice"]]
     c["refresh"].click(refresh, outputs=lists)
@@ -157,6 +159,8 @@ def _wire(ctx: UIContext, c: dict[str, Any]) -> None:
     c["export_runs"].click(export_runs, inputs=[c["run_choice"], c["fmt"]], outputs=c["file"])
     c["export_exp"].click(export_experiment, inputs=[c["exp_choice"], c["fmt"]], outputs=c["file"])
     c["bundle"].click(bundle, inputs=[c["run_choice"], c["exp_choice"]], outputs=c["file"])
-    c["delete"].click(delete, inputs=c["run_choice"], outputs=lists)
+    # delete writes nothing itself: on failure only the toast shows, the lists stay intact
+    c["delete_event"] = c["delete"].click(delete, inputs=c["run_choice"], outputs=[]).success(
+        refresh_after_delete, outputs=lists)
     c["refresh_fn"] = refresh
     c["lists"] = lists

@@ -95,15 +95,17 @@ def build_launch_tab(ctx: UIContext) -> dict[str, Any]:
         gr.Markdown("Start from a preset, change switches, add it under a new name. " + JSD_HELP)
         with gr.Row():
             c["base"] = gr.Dropdown(choices=list(V.PRESETS), value="minillm", label="Start from preset")
-            c["cname"] = gr.Textbox(label="Name of the custom variant", value="my_variant")
+            c["cname"] = gr.Textbox(elem_id="custom-name", label="Name of the custom variant", value="my_variant")
         sw: dict[str, Any] = {}
         init = dict(zip(SWITCH_ORDER, _switch_values(V.PRESETS["minillm"].config)))
         with gr.Row():
             sw["source"] = gr.Dropdown(value=init["source"], choices=list(V.SOURCES), label="Data source",
                                        info="reference / teacher samples / student samples / teacher-mixed")
-            sw["mix_alpha"] = gr.Number(value=init["mix_alpha"], label="mixing α (source 'mixed')",
+            sw["mix_alpha"] = gr.Number(elem_id="custom-mix_alpha", value=init["mix_alpha"], label="mixing α (source 'mixed')",
                                         info="MiniLLM: 0.2")
-            sw["gkd"] = gr.Number(value=init["gkd"], label="GKD λ: P(student samples) (empty = off)")
+            sw["gkd_on"] = gr.Checkbox(value=init["gkd_on"], label="GKD source mixing",
+                                       info="per step: student samples w.p. λ, else references")
+            sw["gkd"] = gr.Number(value=init["gkd"], label="GKD λ: P(student samples)")
         with gr.Row():
             sw["divergence"] = gr.Dropdown(value=init["divergence"], choices=["none", *V.DIVERGENCES],
                                            label="Token divergence")
@@ -128,9 +130,10 @@ def build_launch_tab(ctx: UIContext) -> dict[str, Any]:
             sw["clip"] = gr.Number(value=init["clip"], label="clip ε")
             sw["lm_coef"] = gr.Number(value=init["lm_coef"], label="λ_lm (LM term on references)")
         with gr.Row():
-            c["add_custom"] = gr.Button("Add custom variant", variant="primary")
+            c["add_custom"] = gr.Button("Add custom variant", variant="primary", elem_id="add-custom")
             c["clear_custom"] = gr.Button("Clear custom variants")
-        c["custom_table"] = gr.Dataframe(value=custom_frame([]), label="Custom variants to launch", interactive=False)
+        c["custom_table"] = gr.Dataframe(value=custom_frame([]), label="Custom variants to launch", interactive=False,
+                                         elem_id="custom-table")
     gr.Markdown("### Seeds and hyperparameters")
     hp: dict[str, Any] = {}
     with gr.Row():
@@ -165,12 +168,13 @@ def build_launch_tab(ctx: UIContext) -> dict[str, Any]:
 
 
 def _switch_values(v: V.VariantConfig) -> list[Any]:
-    return [v.source, v.mix_alpha, v.gkd_student_prob, v.divergence or "none", v.divergence_coef, v.ce_coef,
+    gkd = v.gkd_student_prob
+    return [v.source, v.mix_alpha, gkd is not None, 0.5 if gkd is None else gkd, v.divergence or "none", v.divergence_coef, v.ce_coef,
             v.loss_temperature, v.beta, v.skew_alpha, v.mu, v.single, v.long_term, v.include_current, v.gamma,
             v.length_norm, v.whiten, v.clip, v.lm_coef]
 
 
-SWITCH_ORDER = ["source", "mix_alpha", "gkd", "divergence", "divergence_coef", "ce_coef", "loss_temperature", "beta",
+SWITCH_ORDER = ["source", "mix_alpha", "gkd_on", "gkd", "divergence", "divergence_coef", "ce_coef", "loss_temperature", "beta",
                 "skew_alpha", "mu", "single", "long_term", "include_current", "gamma", "length_norm", "whiten", "clip",
                 "lm_coef"]
 
@@ -178,8 +182,10 @@ SWITCH_ORDER = ["source", "mix_alpha", "gkd", "divergence", "divergence_coef", "
 def variant_from_switches(name: str, values: list[Any]) -> V.VariantConfig:
     """Builder widgets -> a validated VariantConfig (ConfigError names the switch)."""
     d = dict(zip(SWITCH_ORDER, values))
-    gkd = d.pop("gkd")
+    gkd_on, gkd = d.pop("gkd_on"), d.pop("gkd")
     div = d.pop("divergence")
+    if gkd_on and gkd is None:
+        raise ConfigError("needs a number in [0, 1]", field="gkd_student_prob")
     numbers = ("mix_alpha", "divergence_coef", "ce_coef", "loss_temperature", "beta", "skew_alpha", "mu", "gamma",
                "clip", "lm_coef")
     for k in numbers:
@@ -187,7 +193,7 @@ def variant_from_switches(name: str, values: list[Any]) -> V.VariantConfig:
             raise ConfigError("needs a number", field=k)
         d[k] = float(d[k])
     cfg = V.VariantConfig(name=str(name).strip(), divergence=None if div in (None, "none") else div,
-                          gkd_student_prob=None if gkd in (None, "") else float(gkd),
+                          gkd_student_prob=float(gkd) if gkd_on else None,
                           **{k: d[k] for k in SWITCH_ORDER if k in d})
     return V.validate_variant(cfg)
 
@@ -206,9 +212,8 @@ def _wire_local(ctx: UIContext, c: dict[str, Any]) -> None:
         if v.name in taken or v.name in V.PRESETS:
             raise ConfigError(f"'{v.name}' is already used by a preset or another variant; pick a new name",
                               field="name")
-        customs = [*customs, v.to_dict()]
         gr.Info(f"added custom variant {v.name}: {V.describe(v)}")
-        return customs, custom_frame(customs)
+        return [*customs, v.to_dict()]
 
     def clear_custom():
         return [], custom_frame([])
@@ -227,7 +232,7 @@ def _wire_local(ctx: UIContext, c: dict[str, Any]) -> None:
 
     c["base"].change(load_preset, inputs=c["base"], outputs=[c["cname"], *sw_components])
     c["add_custom"].click(add_custom, inputs=[c["cname"], c["customs"], c["presets"], *sw_components],
-                          outputs=[c["customs"], c["custom_table"]])
+                          outputs=c["customs"]).success(custom_frame, inputs=c["customs"], outputs=c["custom_table"])
     c["clear_custom"].click(clear_custom, outputs=[c["customs"], c["custom_table"]])
     c["check"].click(check_models, inputs=[c["teacher"], c["student"], c["device"]], outputs=c["check_status"])
     c["wt"].click(wt_question, inputs=c["customs"],

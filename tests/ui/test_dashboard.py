@@ -52,10 +52,9 @@ def wait_text(page, container: str, text: str, timeout: float = 20_000) -> None:
     page.locator(f"{container} >> text={text} >> visible=true").first.wait_for(timeout=timeout)
 
 
-def error_toast(page) -> str:
-    toast = page.locator("[data-testid=toast-body].error").last
-    toast.wait_for(state="visible")
-    return toast.inner_text()
+def expect_error_toast(page, text: str) -> None:
+    """An error toast (gr.Error) carrying exactly the engine's message appears."""
+    page.locator("[data-testid=toast-body].error", has_text=text).first.wait_for(state="visible")
 
 
 def test_upload_valid_dataset_shows_preview(page, dashboard, tmp_path):
@@ -86,9 +85,10 @@ def test_malformed_upload_shows_error_toast_and_stores_nothing(page, dashboard, 
     page.goto(url)
     open_tab(page, "Data")
     upload(page, tmp_path, name, content)
-    assert expected in error_toast(page)
+    expect_error_toast(page, expected)
     close_toasts(page)
     assert len(db.list_datasets()) == before
+    wait_text(page, "#dataset-table", "builtin")  # the list is intact: a failure shows only its toast
 
 
 def _set_number(page, elem_id: str, value) -> None:
@@ -216,6 +216,26 @@ def test_launch_form_helpers_and_config_diff(page, dashboard):
     page.get_by_role("button", name="Check models (vocabulary)").click()
     page.wait_for_function("() => { const e = document.querySelector('#model-check textarea');"
                            " return e && e.value.startsWith('compatible'); }")
+    # custom builder: a valid variant joins the list, an invalid one is refused with the switch named
+    page.get_by_text("Custom variant builder").click()
+    page.locator("#custom-name input, #custom-name textarea").first.fill("minillm_a03")
+    _set_number(page, "custom-mix_alpha", 0.3)
+    page.locator("#add-custom").click()
+    wait_text(page, "#custom-table", "minillm_a03")
+    close_toasts(page)
+    page.locator("#custom-name input, #custom-name textarea").first.fill("too_much_mixing")
+    _set_number(page, "custom-mix_alpha", 1.5)
+    page.locator("#add-custom").click()
+    expect_error_toast(page, "mix_alpha: mixing α must lie in [0, 1), got 1.5")
+    close_toasts(page)
+    # a refused launch: toast, no experiment, still on the Launch tab
+    n_experiments = len(db.list_experiments())
+    page.locator("#launch-seeds input, #launch-seeds textarea").first.fill("zero")
+    page.locator("#launch-btn").click()
+    expect_error_toast(page, "seeds: 'zero' is not a whole number")
+    close_toasts(page)
+    assert len(db.list_experiments()) == n_experiments
+    assert page.get_by_role("tab", name="Launch").get_attribute("aria-selected") == "true"
     # config diff of the two runs of the earlier experiment shows what differs, and only that
     exp = next(e for e in reversed(db.list_experiments()) if e["name"] == "ui-test")
     open_tab(page, "History and export")

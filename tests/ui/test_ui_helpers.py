@@ -43,7 +43,7 @@ def test_experiment_from_inputs_builds_and_validates():
 
 
 def _switches(**over):
-    base = dict(source="student", mix_alpha=0.2, gkd=None, divergence="jsd", divergence_coef=1.0, ce_coef=0.0,
+    base = dict(source="student", mix_alpha=0.2, gkd_on=False, gkd=0.5, divergence="jsd", divergence_coef=1.0, ce_coef=0.0,
                 loss_temperature=1.0, beta=0.3, skew_alpha=0.1, mu=0.5, single="off", long_term=False,
                 include_current=True, gamma=0.95, length_norm=True, whiten=True, clip=0.2, lm_coef=0.0)
     base.update(over)
@@ -59,6 +59,7 @@ def test_custom_variant_from_switches():
         variant_from_switches("bad", _switches(source="reference", single="weighted"))
     with pytest.raises(ConfigError, match="mix_alpha"):
         variant_from_switches("bad", _switches(mix_alpha=None))
+    assert variant_from_switches("gkd2", _switches(gkd_on=True, gkd=0.3)).gkd_student_prob == 0.3
 
 
 class _IdleRunner:
