@@ -245,3 +245,18 @@ def test_launch_form_helpers_and_config_diff(page, dashboard):
     wait_text(page, "#config-diff", "variant.name")
     diff_text = page.locator("#config-diff").inner_text()
     assert "variant.divergence" in diff_text and "train.steps" not in diff_text
+
+
+def test_preview_uses_the_loaded_teachers_chat_template_and_delete(page, dashboard, tmp_path):
+    url, db, _ = dashboard  # the vocabulary check of the previous test loaded the tiny teacher
+    page.goto(url)
+    open_tab(page, "Data")
+    upload(page, tmp_path, "chat.csv", b"prompt\nName a colour.\nName a fruit.\n")
+    page.locator("#dataset-summary").get_by_text("chat template of the loaded teacher").wait_for()
+    page.locator("#dataset-preview >> visible=true", has_text="<|im_start|>user").first.wait_for()
+    stored = next(d for d in db.list_datasets() if d["name"] == "chat.csv")
+    assert stored["n_rows"] == 2 and not stored["has_references"]
+    close_toasts(page)
+    page.get_by_role("button", name="Delete dataset").click()  # the upload selected it in the dropdown
+    page.wait_for_function("() => !document.querySelector('#dataset-table').innerText.includes('chat.csv')")
+    assert all(d["name"] != "chat.csv" for d in db.list_datasets())
