@@ -32,6 +32,17 @@ KNOWN_METRICS = (
     "time/sampling", "time/teacher", "time/student", "time/optimizer", "time/step", "mem/peak_mb",
 )
 TOKENS_SEEN = ("train/tokens_seen", "tokens_seen")
+RATE_METRIC = "loss/total"  # logged every step by every variant: the runs table's steps/s comes from it
+
+
+def wanted_metrics(charts: Iterable[str], summary_metric: str | None, x_axis: str) -> set[str]:
+    """Everything one Live page needs from the db this tick."""
+    wanted = set(charts) | set(LAST_VALUE_METRICS) | {RATE_METRIC}
+    if summary_metric:
+        wanted.add(summary_metric)
+    if x_axis == "tokens_seen":
+        wanted.update(TOKENS_SEEN)
+    return wanted
 
 
 # ---------------------------------------------------------------- metric groups
@@ -136,27 +147,52 @@ class Series:
 
 @dataclass
 class MetricCache:
-    """What one page holds: per run and metric the rows fetched so far, and the last step seen.
+    """What one page holds: per run and metric the rows fetched so far.
 
-    The refresh asks the db for the max step per run (cheap) and then only for rows after what is
-    held, re-fetching the last held step once, because several metrics of one step (e.g. the eval
-    set, logged after the train metrics) may reach the db in separate flushes.
+    Only the metrics the page needs are fetched (the charts shown, the summary's metric, the runs
+    table's columns, tokens seen for that x-axis): a long run logs ~30 metrics and the page would
+    otherwise hold all of them. Each (run, metric) series remembers its own last step, so a metric
+    ticked later is fetched from the start, and rows of one step that reach the db in separate
+    flushes (eval after train) are never skipped: a run is re-queried when its max step grows, and
+    once more after it has finished.
     """
 
     series: dict[tuple[int, str], Series] = field(default_factory=dict)
-    fetched_step: dict[int, int] = field(default_factory=dict)
     version: dict[str, int] = field(default_factory=dict)  # metric -> number of rows ever added
+    queried: dict[int, set[str]] = field(default_factory=dict)  # run -> metrics asked for at least once
+    seen_max: dict[int, int] = field(default_factory=dict)  # run -> max step at its last query
+    final_checked: set[int] = field(default_factory=set)  # finished runs queried after finishing
 
-    def runs_to_fetch(self, max_steps: Mapping[int, int]) -> dict[int, int]:
-        """{run_id: after_step} for runs with rows newer than held (after_step re-includes the last step)."""
-        out = {}
-        for rid, m in max_steps.items():
-            if m is None:
+    def plan_queries(self, max_steps: Mapping[int, int], wanted: Iterable[str],
+                     finished: Iterable[int] = ()) -> list[tuple[int, tuple[str, ...], int]]:
+        """(run_id, metric names, after_step) queries that bring the page up to date.
+
+        Names of one run are grouped by their last held step, so a typical tick is one query per
+        run with new rows and no query at all for idle runs.
+        """
+        wanted = sorted(set(wanted))
+        finished = set(finished)
+        plan = []
+        for rid, top in max_steps.items():
+            if top is None:
                 continue
-            held = self.fetched_step.get(rid)
-            if held is None or m > held:
-                out[rid] = -1 if held is None else held - 1
-        return out
+            asked = self.queried.get(rid, set())
+            stale = top > self.seen_max.get(rid, -1) or (rid in finished and rid not in self.final_checked)
+            groups: dict[int, list[str]] = {}
+            for name in wanted:
+                if name in asked and not stale:
+                    continue
+                s = self.series.get((rid, name))
+                after = int(s.steps[-1]) if name in asked and s is not None and len(s.steps) else -1
+                groups.setdefault(after, []).append(name)
+            plan.extend((rid, tuple(names), after) for after, names in sorted(groups.items()))
+        return plan
+
+    def mark_queried(self, run_id: int, names: Iterable[str], max_step: int, finished: bool) -> None:
+        self.queried.setdefault(run_id, set()).update(names)
+        self.seen_max[run_id] = max(self.seen_max.get(run_id, -1), int(max_step))
+        if finished:
+            self.final_checked.add(run_id)
 
     def add_rows(self, rows: Iterable[Sequence[Any]]) -> set[str]:
         """Merge (run_id, step, name, value, wall_time) rows; returns the metric names that changed."""
@@ -174,20 +210,18 @@ class MetricCache:
             if n:
                 changed.add(name)
                 self.version[name] = self.version.get(name, 0) + n
-            self.fetched_step[rid] = max(self.fetched_step.get(rid, -1), int(arr[-1, 0]))
         return changed
 
-    def mark_fetched(self, max_steps: Mapping[int, int]) -> None:
-        for rid, m in max_steps.items():
-            if m is not None:
-                self.fetched_step[rid] = max(self.fetched_step.get(rid, -1), int(m))
-
     def forget_runs(self, keep: Iterable[int]) -> None:
+        """Drop what belongs to runs no longer shown (deleted)."""
         keep = set(keep)
         self.series = {k: v for k, v in self.series.items() if k[0] in keep}
-        self.fetched_step = {k: v for k, v in self.fetched_step.items() if k in keep}
+        self.queried = {k: v for k, v in self.queried.items() if k in keep}
+        self.seen_max = {k: v for k, v in self.seen_max.items() if k in keep}
+        self.final_checked &= keep
 
     def names(self) -> list[str]:
+        """Metric names held (only the fetched ones; the db knows the full list)."""
         return sorted({name for (_, name) in self.series})
 
     def get(self, run_id: int, name: str) -> Series | None:

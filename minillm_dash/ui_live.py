@@ -10,6 +10,7 @@ cancelling, choosing an experiment or pressing Refresh switches it on again.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from minillm_dash.ui_common import UIContext, experiment_choices, frame, run_lab
 
 MAX_CHARTS = 6
 TICK_SECONDS = 1.5
+NAMES_EVERY_S = 15.0  # how often the picker re-reads the db's metric names while runs are active
 X_CHOICES = [("step", "step"), ("wall time", "wall_time"), ("tokens seen", "tokens_seen")]
 SAMPLE_HEADERS = ["run", "latest generation"]
 
@@ -37,6 +39,7 @@ class LiveState:
     summary_sig: tuple = ()
     samples_sig: tuple = ()
     timer_active: bool = True
+    names_checked_at: float = 0.0
 
 
 def selected_metrics(loss: list[str] | None, yard: list[str] | None, diag: list[str] | None) -> list[str]:
@@ -47,12 +50,6 @@ def selected_metrics(loss: list[str] | None, yard: list[str] | None, diag: list[
             if m not in out:
                 out.append(m)
     return out[:MAX_CHARTS]
-
-
-def _picker_choices(cache: Q.MetricCache) -> dict[str, list[str]]:
-    """Known metric names plus whatever else was logged: choices never shrink, so a ticked metric that
-    has not arrived yet (eval/* before the first evaluation) stays a valid selection."""
-    return Q.group_metrics([*Q.KNOWN_METRICS, *cache.names()])
 
 
 class LiveTab:
@@ -166,24 +163,19 @@ class LiveTab:
         ids = [int(r["id"]) for r in runs]
         state.cache.forget_runs(ids)
         max_steps = db.max_steps(ids)
-        to_fetch = state.cache.runs_to_fetch(max_steps)
-        changed: set[str] = set()
-        if to_fetch:
-            rows = db.metric_rows(list(to_fetch), after_step={r: a for r, a in to_fetch.items() if a >= 0})
-            changed = state.cache.add_rows(rows)
         active = Q.any_active(runs)
+        finished = [int(r["id"]) for r in runs if r.get("status") not in Q.ACTIVE_STATUSES]
+        charts = selected_metrics(loss, yard, diag)
+        wanted = Q.wanted_metrics(charts, summary_metric or "eval/klr", x_axis)
+        plan = state.cache.plan_queries(max_steps, wanted, finished)
+        changed: set[str] = set()
+        for rid, names, after in plan:
+            changed |= state.cache.add_rows(db.metric_rows([rid], names=names, after_step={rid: after}))
+        for rid in {p[0] for p in plan}:
+            state.cache.mark_queried(rid, wanted, max_steps[rid], rid in finished)
+        pick_updates = self._pickers(state, ids, active, bool(plan))
 
-        # metric pickers: only when the set of logged names changed
-        names = tuple(n for n in state.cache.names() if n not in Q.KNOWN_METRICS)
-        pick_updates: list[Any] = [skip, skip, skip]
-        if names != state.names_shown:
-            groups = _picker_choices(state.cache)
-            pick_updates = [gr.update(choices=groups["loss"]), gr.update(choices=groups["yardstick"]),
-                            gr.update(choices=groups["diagnostic"])]
-            state.names_shown = names
-
-        plots = self._charts(state, runs, selected_metrics(loss, yard, diag), x_axis, float(smoothing or 0),
-                             bool(log_y), bool(show_seeds))
+        plots = self._charts(state, runs, charts, x_axis, float(smoothing or 0), bool(log_y), bool(show_seeds))
         runs_df = frame(Q.RUNS_TABLE_HEADERS, Q.runs_table_rows(runs, state.cache, max_steps=max_steps))
         summary = self._summary(state, runs, summary_metric or "eval/klr", threshold)
         prompt, samples = self._samples(state, runs, max_steps)
@@ -191,7 +183,7 @@ class LiveTab:
                           if r.get("status") in Q.ACTIVE_STATUSES]
         cancel_update = gr.update(choices=cancel_choices)
 
-        keep_ticking = active or bool(to_fetch)
+        keep_ticking = active or bool(plan)
         timer_update: Any = skip
         if force_timer or keep_ticking != state.timer_active:
             timer_update = gr.Timer(active=keep_ticking)
@@ -200,6 +192,21 @@ class LiveTab:
         status = (f"{len(runs)} runs, {n_active} queued/running; live refresh "
                   f"{'on' if keep_ticking else 'paused (nothing running)'}; {len(changed)} metrics updated")
         return [state, *plots, runs_df, summary, prompt, samples, cancel_update, *pick_updates, timer_update, status]
+
+    def _pickers(self, state: LiveState, run_ids: list[int], active: bool, fetched: bool) -> list[Any]:
+        """Picker choices = known metrics + any other name the runs logged. The db's name list is
+        asked for on the first refresh, then at most every NAMES_EVERY_S while runs are active."""
+        now = time.monotonic()
+        due = not state.names_checked_at or (fetched and now - state.names_checked_at > NAMES_EVERY_S)
+        if run_ids and (due or (not active and fetched)):
+            state.names_checked_at = now
+            extra = tuple(n for n in self.ctx.db.metric_names(run_ids) if n not in Q.KNOWN_METRICS)
+            if extra != state.names_shown:
+                state.names_shown = extra
+                groups = Q.group_metrics([*Q.KNOWN_METRICS, *extra])
+                return [gr.update(choices=groups["loss"]), gr.update(choices=groups["yardstick"]),
+                        gr.update(choices=groups["diagnostic"])]
+        return [gr.skip()] * 3
 
     def _nothing(self, state: LiveState, message: str):
         skip = gr.skip()

@@ -50,22 +50,77 @@ def test_config_diff_shows_only_differences_and_nested_keys():
     assert len(single) == 5  # one config: everything, as a viewer
 
 
-def test_metric_cache_appends_only_new_rows_and_refetches_last_step():
+class FakeDb:
+    """Just the metric table, with db.metric_rows' semantics."""
+
+    def __init__(self):
+        self.rows = []
+
+    def metric_rows(self, run_ids, names=None, after_step=None):
+        after = after_step or {}
+        return [r for r in self.rows if r[0] in run_ids and (names is None or r[2] in names)
+                and r[1] > after.get(r[0], -1)]
+
+    def max_steps(self, run_ids):
+        out = {}
+        for r in self.rows:
+            if r[0] in run_ids:
+                out[r[0]] = max(out.get(r[0], -1), r[1])
+        return out
+
+
+def sync(cache, db, wanted, finished=()):
+    """What the Live tab does each tick; returns (queries made, metrics changed)."""
+    max_steps = db.max_steps([1, 2])
+    plan = cache.plan_queries(max_steps, wanted, finished)
+    changed = set()
+    for rid, names, after in plan:
+        changed |= cache.add_rows(db.metric_rows([rid], names=names, after_step={rid: after}))
+    for rid in {p[0] for p in plan}:
+        cache.mark_queried(rid, wanted, max_steps[rid], rid in set(finished))
+    return plan, changed
+
+
+def test_metric_cache_fetches_only_wanted_new_rows():
+    db, cache = FakeDb(), Q.MetricCache()
+    db.rows += [(1, s, n, float(s), 100.0 + s) for s in (1, 2, 3) for n in ("loss/total", "train/klr", "time/step")]
+    plan, changed = sync(cache, db, {"loss/total", "train/klr"})
+    assert plan == [(1, ("loss/total", "train/klr"), -1)]
+    assert changed == {"loss/total", "train/klr"} and cache.names() == ["loss/total", "train/klr"]
+    assert sync(cache, db, {"loss/total", "train/klr"})[0] == []  # nothing new: no query at all
+    # step 4 train rows arrive; step 3's eval arrives only after them (separate flush)
+    db.rows += [(1, 4, "loss/total", 4.0, 104.0), (1, 4, "train/klr", 4.0, 104.0)]
+    plan, _ = sync(cache, db, {"loss/total", "train/klr", "eval/klr"})
+    assert plan == [(1, ("eval/klr",), -1), (1, ("loss/total", "train/klr"), 3)]
+    db.rows += [(1, 3, "eval/klr", 0.5, 103.5)]
+    assert sync(cache, db, {"loss/total", "train/klr", "eval/klr"})[0] == []  # max step unchanged
+    # the run finishes: one last query per finished run catches the late eval row
+    plan, changed = sync(cache, db, {"loss/total", "train/klr", "eval/klr"}, finished=[1])
+    assert changed == {"eval/klr"} and cache.last_value(1, "eval/klr") == pytest.approx(0.5)
+    assert sync(cache, db, {"loss/total", "train/klr", "eval/klr"}, finished=[1])[0] == []
+    # a metric ticked later is fetched from the start
+    plan, changed = sync(cache, db, {"loss/total", "train/klr", "eval/klr", "time/step"}, finished=[1])
+    assert plan == [(1, ("time/step",), -1)] and cache.get(1, "time/step").steps.tolist() == [1, 2, 3]
+
+
+def test_metric_cache_appends_only_newer_rows():
     cache = Q.MetricCache()
-    assert cache.runs_to_fetch({1: 3, 2: None}) == {1: -1}
     changed = cache.add_rows([(1, 1, "loss/total", 3.0, 100.0), (1, 2, "loss/total", 2.0, 101.0),
                               (1, 2, "train/klr", 1.5, 101.0), (1, 3, "loss/total", 1.0, 102.0)])
     assert changed == {"loss/total", "train/klr"}
-    assert cache.runs_to_fetch({1: 3}) == {}
-    assert cache.runs_to_fetch({1: 5}) == {1: 2}  # re-fetch step 3: eval rows of step 3 may come late
-    # overlapping re-fetch: step 3 loss again (dropped) + eval at 3 (new) + step 4
     changed = cache.add_rows([(1, 3, "loss/total", 1.0, 102.0), (1, 3, "eval/klr", 0.9, 102.5),
                               (1, 4, "loss/total", 0.5, 103.0)])
-    assert changed == {"loss/total", "eval/klr"}
+    assert changed == {"loss/total", "eval/klr"}  # the repeated step-3 row was dropped
     assert cache.get(1, "loss/total").steps.tolist() == [1, 2, 3, 4]
-    assert cache.last_value(1, "eval/klr") == pytest.approx(0.9)
+    assert cache.version["loss/total"] == 4
     assert cache.rate(1) == pytest.approx(1.0)
-    assert cache.names() == ["eval/klr", "loss/total", "train/klr"]
+    cache.forget_runs([])
+    assert cache.names() == []
+
+
+def test_wanted_metrics():
+    w = Q.wanted_metrics(["train/klr"], "eval/klr", "tokens_seen")
+    assert {"train/klr", "eval/klr", "loss/total", "train/tokens_seen"} <= w
 
 
 def test_run_series_maps_wall_time_and_tokens_seen():

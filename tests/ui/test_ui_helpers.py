@@ -93,8 +93,10 @@ def test_live_refresh_fetches_only_new_rows_and_idles(tmp_db):
     out = live.refresh(state, exp, *args)
     assert out[0].cache.get(rid, "train/klr").steps.tolist() == list(range(1, 8))
     assert out[1]["value"] is not None
-    # the run ends: one more refresh, then the timer switches off
+    # the run ends: one more fetch (late rows of the last step), then the timer switches off
     tmp_db.update_run(rid, status="done", finished_at=time.time())
+    out = live.refresh(state, exp, *args)
+    assert out[-2] == gr.skip()
     out = live.refresh(state, exp, *args)
     timer = out[-2]
     assert isinstance(timer, gr.Timer) and timer.active is False
