@@ -133,3 +133,12 @@ def test_app_exposure_rules():
     assert app.parse_auth("me:secret") == ("me", "secret")
     with pytest.raises(SystemExit):
         app.parse_auth("nopassword")
+
+
+def test_app_never_prints_the_database_password():
+    url = "postgresql+psycopg2://user:s3cret-pw@127.0.0.1:1/nowhere"
+    proc = subprocess.run([sys.executable, str(REPO / "app.py"), "--db", url], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert proc.returncode == 2
+    assert "s3cret-pw" not in proc.stdout + proc.stderr
+    assert "user:***@127.0.0.1" in proc.stderr
