@@ -14,10 +14,13 @@ import pandas as pd
 
 from minillm_dash import dashboard_queries as Q
 from minillm_dash import export
+from minillm_dash import variants as V
+from minillm_dash.errors import ConfigError
 from minillm_dash.ui_common import UIContext, experiment_choices, fmt_time, frame, run_label, user_errors
 
 EXPERIMENT_HEADERS = ["id", "name", "runs", "created"]
-RUN_HEADERS = ["id", "experiment", "variant", "seed", "status", "step", "total", "started", "finished", "error"]
+RUN_HEADERS = ["id", "experiment", "variant", "what it computes", "models", "seed", "status", "step", "total",
+               "started", "finished", "error"]
 BUNDLE_CHART_METRICS = ("train/klr", "train/klf", "eval/klr", "eval/klf", "eval/nll", "eval/rouge_l", "loss/total")
 
 
@@ -26,10 +29,28 @@ def experiments_frame(ctx: UIContext) -> pd.DataFrame:
                                       for e in reversed(ctx.db.list_experiments())])
 
 
+def describe_config(config: dict | None) -> tuple[str, str]:
+    """(what the variant computes, 'teacher -> student') from a stored run config."""
+    config = config or {}
+    variant = config.get("variant")
+    what = ""
+    if isinstance(variant, dict):
+        try:
+            what = V.describe(V.VariantConfig.from_dict(variant))
+        except ConfigError as exc:  # a config written by another version: say so, do not hide it
+            what = f"(unreadable variant config: {exc})"
+    models = f"{config.get('teacher', '?')} → {config.get('student', '?')}" if config else ""
+    return what, models
+
+
 def runs_frame(ctx: UIContext) -> pd.DataFrame:
-    return frame(RUN_HEADERS, [[r["id"], r["experiment_id"], r["variant"], r["seed"], r["status"], r["step"],
-                                r["total_steps"], fmt_time(r.get("started_at")), fmt_time(r.get("finished_at")),
-                                r.get("error") or ""] for r in reversed(ctx.db.list_runs())])
+    rows = []
+    for r in reversed(ctx.db.list_runs()):
+        what, models = describe_config(r.get("config"))
+        rows.append([r["id"], r["experiment_id"], r["variant"], what, models, r["seed"], r["status"], r["step"],
+                     r["total_steps"], fmt_time(r.get("started_at")), fmt_time(r.get("finished_at")),
+                     r.get("error") or ""])
+    return frame(RUN_HEADERS, rows)
 
 
 def run_choices(ctx: UIContext) -> list[tuple[str, int]]:
@@ -63,8 +84,9 @@ def build_history_tab(ctx: UIContext) -> dict[str, Any]:
                                       elem_id="history-experiment")
         c["run_choice"] = gr.Dropdown(choices=run_choices(ctx), multiselect=True, label="Runs", scale=3,
                                       elem_id="history-runs-choice")
-    gr.Markdown("### Config diff (only the settings that differ between the selected runs)")
-    c["diff_btn"] = gr.Button("Show config diff")
+    gr.Markdown("### Configs: several runs (or an experiment) show only the settings that differ; "
+                "one run shows all of its settings")
+    c["diff_btn"] = gr.Button("Show config diff", elem_id="config-diff-btn")
     c["diff"] = gr.Dataframe(value=frame(["setting"], []), interactive=False, wrap=True, elem_id="config-diff")
     gr.Markdown("### Export the full history")
     with gr.Row():
