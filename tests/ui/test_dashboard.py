@@ -48,8 +48,14 @@ def upload(page, tmp_path: Path, name: str, content: bytes) -> None:
 
 
 def wait_text(page, container: str, text: str, timeout: float = 20_000) -> None:
-    """Wait for visible text inside a component (Gradio tables keep hidden copies of cells)."""
-    page.locator(f"{container} >> text={text} >> visible=true").first.wait_for(timeout=timeout)
+    """Wait for visible text inside a component (Gradio tables keep hidden copies of cells); on a
+    timeout, say which toasts were showing (the usual reason)."""
+    try:
+        page.locator(f"{container} >> text={text} >> visible=true").first.wait_for(timeout=timeout)
+    except Exception as exc:
+        toasts = [t.inner_text() for t in page.locator("[data-testid=toast-body]").all()]
+        raise AssertionError(f"{text!r} never appeared in {container}; toasts: {toasts}; "
+                             f"{container} shows: {page.locator(container).inner_text()[:500]!r}") from exc
 
 
 def expect_error_toast(page, text: str) -> None:
