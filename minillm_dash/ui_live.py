@@ -118,7 +118,11 @@ class LiveTab:
                 self.cancel_choice, self.loss, self.yard, self.diag, self.timer, self.status]
 
     def _wire(self) -> None:
-        quiet = dict(inputs=self.inputs, outputs=self.outputs, show_progress="hidden")
+        # One concurrency group for every refresh: a timer tick and a settings change of the same page
+        # must not merge rows into the same session cache at the same time (a lost append would
+        # never be fetched again). A refresh takes tens of ms, so serialising them costs nothing.
+        quiet = dict(inputs=self.inputs, outputs=self.outputs, show_progress="hidden",
+                     concurrency_id="live-refresh", concurrency_limit=1)
         self.timer.tick(self.refresh, trigger_mode="always_last", **quiet)
         self.refresh_btn.click(self.refresh_forced, **quiet)
         self.experiment.change(self.refresh_forced, **quiet)
