@@ -36,9 +36,9 @@ def open_tab(page, name: str) -> None:
 
 
 def close_toasts(page) -> None:
-    for btn in page.locator("[data-testid=toast-close]").all():
-        if btn.is_visible():
-            btn.click()
+    """Toasts can cover buttons; close them in one JS pass (no race with one fading out by itself)."""
+    page.evaluate("() => document.querySelectorAll('[data-testid=toast-close]').forEach(b => b.click())")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=toast-body]').length === 0")
 
 
 def upload(page, tmp_path: Path, name: str, content: bytes) -> None:
@@ -95,6 +95,16 @@ def test_malformed_upload_shows_error_toast_and_stores_nothing(page, dashboard, 
     close_toasts(page)
     assert len(db.list_datasets()) == before
     wait_text(page, "#dataset-table", "builtin")  # the list is intact: a failure shows only its toast
+
+
+def _type(page, elem_id: str, text: str) -> None:
+    """Type into a textbox like a user (input events per key), then check it took."""
+    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
+    box.click()
+    box.fill("")
+    box.press_sequentially(text)
+    box.blur()
+    assert box.input_value() == text
 
 
 def _set_number(page, elem_id: str, value) -> None:
@@ -224,12 +234,14 @@ def test_launch_form_helpers_and_config_diff(page, dashboard):
                            " return e && e.value.startsWith('compatible'); }")
     # custom builder: a valid variant joins the list, an invalid one is refused with the switch named
     page.get_by_text("Custom variant builder").click()
-    page.locator("#custom-name input, #custom-name textarea").first.fill("minillm_a03")
+    page.locator("#add-custom").wait_for(state="visible")
+    page.wait_for_timeout(300)  # the accordion mounts its children on first open
+    _type(page, "custom-name", "minillm_a03")
     _set_number(page, "custom-mix_alpha", 0.3)
     page.locator("#add-custom").click()
     wait_text(page, "#custom-table", "minillm_a03")
     close_toasts(page)
-    page.locator("#custom-name input, #custom-name textarea").first.fill("too_much_mixing")
+    _type(page, "custom-name", "too_much_mixing")
     _set_number(page, "custom-mix_alpha", 1.5)
     page.locator("#add-custom").click()
     expect_error_toast(page, "mix_alpha: mixing α must lie in [0, 1), got 1.5")
@@ -266,3 +278,18 @@ def test_preview_uses_the_loaded_teachers_chat_template_and_delete(page, dashboa
     page.get_by_role("button", name="Delete dataset").click()  # the upload selected it in the dropdown
     page.wait_for_function("() => !document.querySelector('#dataset-table').innerText.includes('chat.csv')")
     assert all(d["name"] != "chat.csv" for d in db.list_datasets())
+
+
+def test_delete_a_run_from_history(page, dashboard):
+    url, db, _ = dashboard
+    exp = next(e for e in reversed(db.list_experiments()) if e["name"] == "ui-test")
+    rkl = _runs_by_variant(db, exp["id"])["rkl"]
+    page.goto(url)
+    open_tab(page, "History and export")
+    page.locator("#history-runs-choice input").first.click()
+    page.get_by_role("option", name=f"#{rkl['id']} rkl seed 0", exact=False).first.click()
+    page.keyboard.press("Escape")
+    page.locator("#delete-runs").click()
+    page.wait_for_function(f"() => !document.querySelector('#history-runs').innerText.includes('rkl')")
+    assert db.get_run(rkl["id"]) is None and db.count_metrics([rkl["id"]]) == 0
+    assert len(db.list_runs(exp["id"])) == 1
