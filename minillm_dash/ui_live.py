@@ -40,6 +40,7 @@ class LiveState:
     samples_sig: tuple = ()
     timer_active: bool = True
     names_checked_at: float = 0.0
+    cancel_choices: list = field(default_factory=list)
 
 
 def selected_metrics(loss: list[str] | None, yard: list[str] | None, diag: list[str] | None) -> list[str]:
@@ -147,6 +148,7 @@ class LiveTab:
             state = LiveState()
         state.timer_active = False  # forces gr.Timer(active=...) to be sent again
         state.rendered = {}
+        state.cancel_choices = [None]  # forces the cancel list to be sent again
         state.summary_sig = state.samples_sig = ()
         return self.refresh(state, *args, force_timer=True)
 
@@ -162,7 +164,7 @@ class LiveTab:
         if experiment_id is None:
             return self._nothing(state, "Choose an experiment (or launch one).")
         if experiment_id != state.experiment_id:
-            state = LiveState(experiment_id=int(experiment_id), timer_active=False)
+            state = LiveState(experiment_id=int(experiment_id), timer_active=False, cancel_choices=[None])
         runs = db.list_runs(int(experiment_id))
         ids = [int(r["id"]) for r in runs]
         state.cache.forget_runs(ids)
@@ -182,10 +184,13 @@ class LiveTab:
         plots = self._charts(state, runs, charts, x_axis, float(smoothing or 0), bool(log_y), bool(show_seeds))
         runs_df = frame(Q.RUNS_TABLE_HEADERS, Q.runs_table_rows(runs, state.cache, max_steps=max_steps))
         summary = self._summary(state, runs, summary_metric or "eval/klr", threshold)
-        prompt, samples = self._samples(state, runs, max_steps)
+        prompt, samples = self._samples(state, runs)
         cancel_choices = [(run_label(r) + f" ({r['status']})", int(r["id"])) for r in runs
                           if r.get("status") in Q.ACTIVE_STATUSES]
-        cancel_update = gr.update(choices=cancel_choices)
+        cancel_update: Any = skip
+        if cancel_choices != state.cancel_choices:  # re-sending every tick would close an open dropdown
+            state.cancel_choices = cancel_choices
+            cancel_update = gr.update(choices=cancel_choices)
 
         keep_ticking = active or bool(plan)
         timer_update: Any = skip
@@ -255,8 +260,10 @@ class LiveTab:
         return frame(headers, Q.variant_summary_rows(series, float(threshold) if threshold else None,
                                                      lower_is_better=not metric.endswith("rouge_l")))
 
-    def _samples(self, state: LiveState, runs: list[dict], max_steps: dict[int, int]) -> tuple[Any, Any]:
-        sig = tuple(sorted(max_steps.items()))
+    def _samples(self, state: LiveState, runs: list[dict]) -> tuple[Any, Any]:
+        # Samples are stored at evaluation steps, before that step's metrics are flushed: a new
+        # eval/klr row (always fetched) is the cue to look, instead of querying every tick.
+        sig = (tuple(int(r["id"]) for r in runs), state.cache.version.get("eval/klr", 0))
         if sig == state.samples_sig:
             return gr.skip(), gr.skip()
         state.samples_sig = sig
