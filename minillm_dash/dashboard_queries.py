@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from minillm_dash.plots import RunSeries, map_x
 
@@ -145,6 +146,37 @@ class Series:
         return len(steps)
 
 
+def _wall_times(rows: list[Sequence[Any]]) -> np.ndarray:
+    first = rows[0][4]
+    if first is None or isinstance(first, (int, float)):  # what the db gives: epoch floats
+        return np.fromiter((np.nan if r[4] is None else r[4] for r in rows), np.float64, len(rows))
+    # datetimes / ISO strings from another backend: one by one
+    return np.array([np.nan if (t := to_epoch(r[4])) is None else t for r in rows], dtype=np.float64)
+
+
+def group_rows(rows: Iterable[Sequence[Any]]) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(run_id, step, name, value, wall_time) rows -> {(run, name): (steps, values, walls)} sorted by step.
+
+    Vectorised (one sort over all rows) because a page opening on a long experiment merges
+    hundreds of thousands of rows at once. None values become NaN.
+    """
+    rows = rows if isinstance(rows, list) else list(rows)
+    if not rows:
+        return {}
+    n = len(rows)  # column by column with fromiter: zip(*rows) alone costs ~0.3 s for 500k rows
+    rid_a = np.fromiter((r[0] for r in rows), np.int64, n)
+    step_a = np.fromiter((r[1] for r in rows), np.int64, n)
+    value_a = np.fromiter((np.nan if r[3] is None else r[3] for r in rows), np.float64, n)
+    wall_a = _wall_times(rows)
+    codes, uniques = pd.factorize(np.array([r[2] for r in rows], dtype=object))
+    order = np.lexsort((step_a, codes, rid_a))
+    rid_a, step_a, value_a, wall_a, codes = rid_a[order], step_a[order], value_a[order], wall_a[order], codes[order]
+    cut = np.flatnonzero((rid_a[1:] != rid_a[:-1]) | (codes[1:] != codes[:-1])) + 1
+    bounds = np.r_[0, cut, len(order)]
+    return {(int(rid_a[lo]), str(uniques[codes[lo]])): (step_a[lo:hi], value_a[lo:hi], wall_a[lo:hi])
+            for lo, hi in zip(bounds[:-1], bounds[1:])}
+
+
 @dataclass
 class MetricCache:
     """What one page holds: per run and metric the rows fetched so far.
@@ -196,17 +228,9 @@ class MetricCache:
 
     def add_rows(self, rows: Iterable[Sequence[Any]]) -> set[str]:
         """Merge (run_id, step, name, value, wall_time) rows; returns the metric names that changed."""
-        by_key: dict[tuple[int, str], list[tuple[int, float, float]]] = {}
-        for run_id, step, name, value, wall in rows:
-            w = to_epoch(wall)
-            by_key.setdefault((int(run_id), str(name)), []).append(
-                (int(step), float("nan") if value is None else float(value), float("nan") if w is None else w))
         changed: set[str] = set()
-        for (rid, name), items in by_key.items():
-            items.sort(key=lambda r: r[0])
-            arr = np.array(items, dtype=np.float64)
-            n = self.series.setdefault((rid, name), Series()).append(
-                arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2])
+        for (rid, name), (steps, values, walls) in group_rows(rows).items():
+            n = self.series.setdefault((rid, name), Series()).append(steps, values, walls)
             if n:
                 changed.add(name)
                 self.version[name] = self.version.get(name, 0) + n

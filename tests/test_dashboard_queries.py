@@ -179,3 +179,16 @@ def test_live_figure_falls_back_to_step_when_tokens_seen_missing():
                               show_seeds=False).to_plotly_json()
     assert fig["layout"]["xaxis"]["title"]["text"] == "step"
     assert "not logged" in fig["layout"]["title"]["text"]
+
+
+def test_group_rows_sorts_any_order_and_maps_none_to_nan():
+    rows = [(2, 3, "b", 1.0, 10.0), (1, 2, "a", None, 11.0), (1, 1, "a", 5.0, 9.0), (2, 1, "b", 2.0, 8.0),
+            (1, 1, "b", 7.0, 5.0)]
+    g = Q.group_rows(rows)
+    assert sorted(g) == [(1, "a"), (1, "b"), (2, "b")]
+    steps, values, walls = g[(1, "a")]
+    assert steps.tolist() == [1, 2] and values[0] == 5.0 and np.isnan(values[1]) and walls.tolist() == [9.0, 11.0]
+    assert g[(2, "b")][0].tolist() == [1, 3]
+    assert Q.group_rows([]) == {}
+    g = Q.group_rows([(1, 1, "b", 7.0, dt.datetime(1970, 1, 1, 0, 0, 5))])  # a backend giving datetimes
+    assert g[(1, "b")][2].tolist() == [5.0]
