@@ -495,7 +495,7 @@ def chart_title(metric: str) -> str:
 
 
 def build_live_figure(cache: MetricCache, runs: Sequence[Mapping[str, Any]], metric: str, *, x_axis: str,
-                      smoothing: float, log_y: bool, show_seeds: bool, max_points: int = 1000):
+                      smoothing: float, log_y: bool, show_seeds: bool, band: str = "std", max_points: int = 1000):
     """One Live-tab chart from the page's cache (the path the benchmark measures)."""
     from minillm_dash.plots import build_metric_figure
 
@@ -507,4 +507,4 @@ def build_live_figure(cache: MetricCache, runs: Sequence[Mapping[str, Any]], met
         title += f"  ({x_axis.replace('_', ' ')} not logged by every run: x = step)"
         x_axis = "step"
     return build_metric_figure(series, x_axis=x_axis, smoothing=smoothing, log_y=log_y, show_seeds=show_seeds,
-                               title=title, max_points=max_points)
+                               band=band, title=title, max_points=max_points)

@@ -43,6 +43,10 @@ PRESET_ORDER = (
 )
 
 DEFAULT_MAX_POINTS = 1000
+BANDS = ("std", "ci95")
+# Student-t 0.975 quantiles for 1..30 degrees of freedom (no scipy in the dashboard's dependencies).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
 @dataclass
@@ -238,6 +242,20 @@ def aggregate_seeds(series: Sequence[RunSeries], values: Sequence[np.ndarray] | 
     return SeedAggregate(grid, mean, std, n, x_mean, [s.run_id for s in series])
 
 
+def band_halfwidth(std: np.ndarray, n: np.ndarray, band: str) -> np.ndarray:
+    """Half-width of the seed band: the sample std, or the 95% confidence interval of the mean
+    (t quantile · std / sqrt(n); zero where a single seed covers the step)."""
+    if band == "std":
+        return std
+    if band != "ci95":
+        raise ValueError(f"band must be one of {BANDS}, got {band!r}")
+    n = np.asarray(n)
+    df = np.clip(n - 1, 1, None)
+    t = np.where(df <= len(_T975), np.asarray(_T975)[np.minimum(df, len(_T975)) - 1], 1.96)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 1, t * std / np.sqrt(np.maximum(n, 1)), 0.0)
+
+
 # ---------------------------------------------------------------- figures
 
 
@@ -297,7 +315,7 @@ def _single_run_traces(s: RunSeries, *, smoothing: float, width: int, color: str
 
 
 def _variant_traces(variant: str, members: list[RunSeries], *, smoothing: float, width: int,
-                    show_seeds: bool) -> list[dict]:
+                    show_seeds: bool, band: str = "std") -> list[dict]:
     """One variant: a single run as a line; several seeds as mean line + std band (+ faint seeds)."""
     color = variant_color(variant)
     if len(members) == 1:
@@ -318,16 +336,16 @@ def _variant_traces(variant: str, members: list[RunSeries], *, smoothing: float,
         return traces
     keep = minmax_indices(agg.steps, agg.mean, width)
     xs = _pick_x(agg.steps, agg.x)[keep]
-    mean, std = agg.mean[keep], agg.std[keep]
+    mean, std = agg.mean[keep], band_halfwidth(agg.std[keep], agg.n[keep], band)
     band = _rgba(color, 0.18)
     if smoothing > 0:  # the unsmoothed mean, faint, so smoothing never hides what was measured
         raw = aggregate_seeds(members)
         rkeep = minmax_indices(raw.steps, raw.mean, width)
         traces.append(_line(_pick_x(raw.steps, raw.x)[rkeep], raw.mean[rkeep], name=f"{variant} mean (raw)",
                             color=color, width=1, opacity=0.25, group=variant, showlegend=False))
-    upper = _line(xs, mean + std, name=f"{variant} +std", color=band, width=0, opacity=1.0, group=variant,
+    upper = _line(xs, mean + std, name=f"{variant} +{band}", color=band, width=0, opacity=1.0, group=variant,
                   showlegend=False)
-    lower = _line(xs, mean - std, name=f"{variant} −std", color=band, width=0, opacity=1.0, group=variant,
+    lower = _line(xs, mean - std, name=f"{variant} −{band}", color=band, width=0, opacity=1.0, group=variant,
                   showlegend=False)
     upper["hoverinfo"] = lower["hoverinfo"] = "skip"
     lower.update(fill="tonexty", fillcolor=band)
@@ -371,11 +389,13 @@ def build_metric_figure(
     smoothing: float = 0.0,
     log_y: bool = False,
     show_seeds: bool = False,
+    band: str = "std",
     title: str = "",
     max_points: int = DEFAULT_MAX_POINTS,
     height: int = 340,
 ) -> go.Figure:
-    """All runs of one metric overlaid, coloured by variant; seeds of a variant as mean ± std band.
+    """All runs of one metric overlaid, coloured by variant; seeds of a variant as a mean line with a
+    band (sample std, or the 95% CI of the mean with band="ci95").
 
     Downsampling uses one bucket width for the whole figure (chosen from the longest run), so all
     runs share boundaries and a refresh that appends rows moves only the last bucket of each line.
@@ -387,7 +407,8 @@ def build_metric_figure(
     width = bucket_width(max_step, max_points)
     traces: list[dict] = []
     for variant, members in group_by_variant(series).items():
-        traces.extend(_variant_traces(variant, members, smoothing=smoothing, width=width, show_seeds=show_seeds))
+        traces.extend(_variant_traces(variant, members, smoothing=smoothing, width=width, show_seeds=show_seeds,
+                                      band=band))
     # Plain dicts, no validators and no named template (a template deep-copies ~20 ms per figure);
     # tests re-validate these figures with plotly to catch a misspelt property.
     fig = go.Figure(data=traces, layout=_layout(title=title, height=height, x_axis=x_axis, log_y=log_y),

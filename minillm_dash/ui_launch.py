@@ -101,7 +101,8 @@ def build_launch_tab(ctx: UIContext) -> dict[str, Any]:
         with gr.Row():
             sw["source"] = gr.Dropdown(value=init["source"], choices=list(V.SOURCES), label="Data source",
                                        info="reference / teacher samples / student samples / teacher-mixed")
-            sw["mix_alpha"] = gr.Number(elem_id="custom-mix_alpha", value=init["mix_alpha"], label="mixing α (source 'mixed')",
+            sw["mix_alpha"] = gr.Number(elem_id="custom-mix_alpha", value=init["mix_alpha"],
+                                        label="mixing α (source 'mixed')",
                                         info="MiniLLM: 0.2")
             sw["gkd_on"] = gr.Checkbox(value=init["gkd_on"], label="GKD source mixing",
                                        info="per step: student samples w.p. λ, else references")
@@ -168,15 +169,16 @@ def build_launch_tab(ctx: UIContext) -> dict[str, Any]:
 
 
 def _switch_values(v: V.VariantConfig) -> list[Any]:
+    """A variant's switches in SWITCH_ORDER (the builder widgets' order)."""
     gkd = v.gkd_student_prob
-    return [v.source, v.mix_alpha, gkd is not None, 0.5 if gkd is None else gkd, v.divergence or "none", v.divergence_coef, v.ce_coef,
-            v.loss_temperature, v.beta, v.skew_alpha, v.mu, v.single, v.long_term, v.include_current, v.gamma,
-            v.length_norm, v.whiten, v.clip, v.lm_coef]
+    return [v.source, v.mix_alpha, gkd is not None, 0.5 if gkd is None else gkd, v.divergence or "none",
+            v.divergence_coef, v.ce_coef, v.loss_temperature, v.beta, v.skew_alpha, v.mu, v.single, v.long_term,
+            v.include_current, v.gamma, v.length_norm, v.whiten, v.clip, v.lm_coef]
 
 
-SWITCH_ORDER = ["source", "mix_alpha", "gkd_on", "gkd", "divergence", "divergence_coef", "ce_coef", "loss_temperature", "beta",
-                "skew_alpha", "mu", "single", "long_term", "include_current", "gamma", "length_norm", "whiten", "clip",
-                "lm_coef"]
+SWITCH_ORDER = ["source", "mix_alpha", "gkd_on", "gkd", "divergence", "divergence_coef", "ce_coef",
+                "loss_temperature", "beta", "skew_alpha", "mu", "single", "long_term", "include_current", "gamma",
+                "length_norm", "whiten", "clip", "lm_coef"]
 
 
 def variant_from_switches(name: str, values: list[Any]) -> V.VariantConfig:

@@ -70,6 +70,8 @@ class LiveTab:
                                        info="debiased EMA; the raw line stays faint", scale=3)
             self.log_y = gr.Checkbox(label="log y-axis", value=False, scale=1)
             self.show_seeds = gr.Checkbox(label="show individual seeds", value=False, scale=1)
+            self.band = gr.Radio(choices=[("± std", "std"), ("95% CI of the mean", "ci95")], value="std",
+                                 label="seed band", scale=2)
         with gr.Accordion("Metrics", open=True):
             with gr.Row():
                 self.yard = gr.CheckboxGroup(choices=groups["yardstick"],
@@ -111,7 +113,7 @@ class LiveTab:
     @property
     def inputs(self) -> list[Any]:
         return [self.state, self.experiment, self.loss, self.yard, self.diag, self.x_axis, self.smoothing,
-                self.log_y, self.show_seeds, self.threshold, self.summary_metric]
+                self.log_y, self.show_seeds, self.threshold, self.summary_metric, self.band]
 
     @property
     def outputs(self) -> list[Any]:
@@ -127,7 +129,7 @@ class LiveTab:
         self.timer.tick(self.refresh, trigger_mode="always_last", **quiet)
         self.refresh_btn.click(self.refresh_forced, **quiet)
         self.experiment.change(self.refresh_forced, **quiet)
-        for control in (self.x_axis, self.log_y, self.show_seeds, self.loss, self.yard, self.diag,
+        for control in (self.x_axis, self.log_y, self.show_seeds, self.band, self.loss, self.yard, self.diag,
                         self.summary_metric):
             control.change(self.refresh, **quiet)
         self.smoothing.release(self.refresh, **quiet)
@@ -156,7 +158,7 @@ class LiveTab:
     @user_errors
     def refresh(self, state: LiveState, experiment_id: int | None, loss: list[str], yard: list[str],
                 diag: list[str], x_axis: str, smoothing: float, log_y: bool, show_seeds: bool,
-                threshold: float | None, summary_metric: str | None, force_timer: bool = False):
+                threshold: float | None, summary_metric: str | None, band: str = "std", force_timer: bool = False):
         db = self.ctx.db
         skip = gr.skip()
         if state is None or not isinstance(state, LiveState):
@@ -181,7 +183,8 @@ class LiveTab:
             state.cache.mark_queried(rid, wanted, max_steps[rid], rid in finished)
         pick_updates = self._pickers(state, ids, active, bool(plan))
 
-        plots = self._charts(state, runs, charts, x_axis, float(smoothing or 0), bool(log_y), bool(show_seeds))
+        plots = self._charts(state, runs, charts, x_axis, float(smoothing or 0), bool(log_y), bool(show_seeds),
+                             band or "std")
         runs_df = frame(Q.RUNS_TABLE_HEADERS, Q.runs_table_rows(runs, state.cache, max_steps=max_steps))
         summary = self._summary(state, runs, summary_metric or "eval/klr", threshold)
         prompt, samples = self._samples(state, runs)
@@ -226,7 +229,7 @@ class LiveTab:
                 frame(SAMPLE_HEADERS, []), gr.update(choices=[]), skip, skip, skip, gr.Timer(active=False), message]
 
     def _charts(self, state: LiveState, runs: list[dict], metrics: list[str], x_axis: str, smoothing: float,
-                log_y: bool, show_seeds: bool) -> list[Any]:
+                log_y: bool, show_seeds: bool, band: str) -> list[Any]:
         """One update per chart slot: a new figure only when its inputs changed, else gr.skip()."""
         out: list[Any] = []
         run_sig = tuple((int(r["id"]), r.get("variant"), r.get("seed")) for r in runs)
@@ -238,12 +241,13 @@ class LiveTab:
                 state.rendered.pop(i, None)
                 continue
             m = metrics[i]
-            sig = (m, x_axis, smoothing, log_y, show_seeds, state.cache.version.get(m, 0), tokens_version, run_sig)
+            sig = (m, x_axis, smoothing, log_y, show_seeds, band, state.cache.version.get(m, 0), tokens_version,
+                   run_sig)
             if state.rendered.get(i) == sig and state.visible.get(i):
                 out.append(gr.skip())
                 continue
             fig = Q.build_live_figure(state.cache, runs, m, x_axis=x_axis, smoothing=smoothing, log_y=log_y,
-                                      show_seeds=show_seeds)
+                                      show_seeds=show_seeds, band=band)
             out.append(gr.update(value=fig, visible=True))
             state.rendered[i] = sig
             state.visible[i] = True

@@ -181,3 +181,28 @@ def test_x_axis_choices_and_empty_figure():
         P.build_metric_figure([s], x_axis="epoch")
     assert len(validated(P.build_metric_figure([])).layout.annotations) == 1
     assert '"bdata"' in P.build_metric_figure([s]).to_json()  # numpy arrays travel as binary
+
+
+def test_band_halfwidth_std_and_ci95():
+    std = np.array([1.0, 2.0, 3.0])
+    n = np.array([1, 3, 40])
+    np.testing.assert_array_equal(P.band_halfwidth(std, n, "std"), std)
+    ci = P.band_halfwidth(std, n, "ci95")
+    assert ci[0] == 0.0  # a single seed has no interval
+    assert ci[1] == pytest.approx(4.303 * 2.0 / np.sqrt(3))  # t(0.975, df=2)
+    assert ci[2] == pytest.approx(1.96 * 3.0 / np.sqrt(40))  # large n: normal quantile
+    with pytest.raises(ValueError):
+        P.band_halfwidth(std, n, "iqr")
+
+
+def test_ci_band_in_figure_is_narrower_than_std_for_many_seeds():
+    rng = np.random.default_rng(5)
+    series = [P.RunSeries(i, "rkl", i, np.arange(50), rng.normal(1.0, 0.5, 50)) for i in range(10)]
+
+    def band_width(band):
+        fig = validated(P.build_metric_figure(series, band=band))
+        up, lo = (P.trace_array(t, "y") for t in fig.data if t.name.startswith("rkl ") and ("+" in t.name
+                                                                                           or "−" in t.name))
+        return float(np.mean(up - lo))
+
+    assert band_width("ci95") < band_width("std")
