@@ -14,9 +14,6 @@ import pytest
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-_TMP = Path(tempfile.mkdtemp(prefix="minillm-ui-"))
-os.environ["MINILLM_DASH_STORAGE"] = str(_TMP / "storage")
-os.environ["MINILLM_DASH_MODELS"] = str(_TMP / "models")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -53,14 +50,16 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def dashboard():
     """(url, db, runner): the app built by ui.build_demo, launched in this process."""
-    import torch
-
-    torch.set_num_threads(1)
-    from minillm_dash import ui
+    from minillm_dash import ui  # (tests/conftest.py already pins torch to one intra-op thread)
     from minillm_dash.db import Database
     from minillm_dash.runner import Runner
 
-    db = Database(f"sqlite:///{_TMP / 'ui.sqlite'}")
+    tmp = Path(tempfile.mkdtemp(prefix="minillm-ui-"))
+    # Exports go to a temporary storage folder while the app runs; restored afterwards so the rest
+    # of a whole-suite session is unaffected (set here, not at import: conftests import at collection).
+    old_storage = os.environ.get("MINILLM_DASH_STORAGE")
+    os.environ["MINILLM_DASH_STORAGE"] = str(tmp / "storage")
+    db = Database(f"sqlite:///{tmp / 'ui.sqlite'}")
     db.mark_interrupted()
     runner = Runner(db, max_concurrent=2)
     demo = ui.build_demo(db, runner, max_upload_mb=1)
@@ -74,6 +73,10 @@ def dashboard():
         runner.shutdown(cancel=True, timeout=30)  # demo.close() does not stop our threads
         demo.close()
         db.close()
+        if old_storage is None:
+            os.environ.pop("MINILLM_DASH_STORAGE", None)
+        else:
+            os.environ["MINILLM_DASH_STORAGE"] = old_storage
 
 
 @pytest.fixture
