@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
     from minillm_dash.db import Database, DatabaseOpenError
-    from minillm_dash.runner import Runner
+    from minillm_dash.runner import Runner, configure_cpu_threads
 
     try:
         db = Database(args.db)
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from minillm_dash import ui
 
+    configure_cpu_threads(args.max_concurrent)
     runner = Runner(db, max_concurrent=args.max_concurrent)
     demo = ui.build_demo(db, runner, max_upload_mb=args.max_upload_mb)
     demo.queue(default_concurrency_limit=4)

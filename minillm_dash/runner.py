@@ -48,6 +48,11 @@ class TeacherCache:
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], tuple[torch.nn.Module, object]] = {}
 
+    def loaded(self) -> list[tuple[str, object]]:
+        """(source, tokenizer) of every teacher loaded so far, e.g. to preview chat templates."""
+        with self._lock:
+            return [(source, tokenizer) for (source, _), (_, tokenizer) in self._models.items()]
+
     def get(self, source: str, device: torch.device, progress: Progress | None = None):
         key = (source, str(device))
         with self._lock:

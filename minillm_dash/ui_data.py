@@ -20,11 +20,8 @@ def loaded_teacher_tokenizer(ctx: UIContext) -> tuple[str, Any] | None:
     """A teacher tokenizer already in memory (after 'check models' or a launch), to show the chat
     template in the preview; None before any model was loaded (loading one just for a preview would
     take tens of seconds)."""
-    teachers = getattr(ctx.runner, "teachers", None)
-    models = getattr(teachers, "_models", None) or {}
-    for (source, _device), (_model, tokenizer) in list(models.items()):
-        return source, tokenizer
-    return None
+    loaded = ctx.runner.teachers.loaded()
+    return loaded[0] if loaded else None
 
 
 def preview_frame(ds: data.PromptDataset, tokenizer: Any | None) -> pd.DataFrame:

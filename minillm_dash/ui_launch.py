@@ -155,6 +155,13 @@ def build_launch_tab(ctx: UIContext) -> dict[str, Any]:
         hp["heldout_size"] = _hp_int("heldout_size", "Held-out prompts", "CPU: 8; GPU: 64-256")
         hp["eval_max_new_tokens"] = _hp_int("eval_max_new_tokens", "Eval max new tokens")
     with gr.Row():
+        hp["yardstick_every"] = _hp_int(
+            "yardstick_every", "Yardstick every (steps)",
+            "exact train/klr + train/klf on the student's own samples; costs an extra sampling pass for "
+            "variants that train on other sequences (mixed, teacher, reference)")
+        hp["save_students"] = gr.Checkbox(elem_id="hp-save_students", value=_defaults.save_students,
+                                          label="Save finished students under models/students/")
+    with gr.Row():
         c["max_concurrent_note"] = gr.Markdown(
             f"Runs train side by side in background threads (at most {getattr(ctx.runner, 'max_concurrent', '?')} "
             "at once; the rest queue). Losses of different variants are different quantities: compare runs on "
@@ -243,9 +250,10 @@ def _wire_local(ctx: UIContext, c: dict[str, Any]) -> None:
 
 
 HP_ORDER = ["steps", "batch_size", "lr", "lr_schedule", "warmup_steps", "grad_clip", "max_new_tokens",
-            "max_prompt_tokens", "eval_every", "heldout_size", "eval_max_new_tokens"]
+            "max_prompt_tokens", "eval_every", "heldout_size", "eval_max_new_tokens", "yardstick_every", "save_students"]
 INT_HP = {"steps", "batch_size", "warmup_steps", "max_new_tokens", "max_prompt_tokens", "eval_every", "heldout_size",
-          "eval_max_new_tokens"}
+          "eval_max_new_tokens", "yardstick_every"}
+PASS_THROUGH_HP = {"lr_schedule", "save_students"}
 
 
 def experiment_from_inputs(name: str, dataset_id: int | None, teacher: str, student: str, device: str,
@@ -257,7 +265,7 @@ def experiment_from_inputs(name: str, dataset_id: int | None, teacher: str, stud
     for k, v in hp.items():
         if v is None or v == "":
             raise ConfigError("needs a value", field=k)
-        settings[k] = _int(v, k) if k in INT_HP else (v if k == "lr_schedule" else float(v))
+        settings[k] = _int(v, k) if k in INT_HP else (v if k in PASS_THROUGH_HP else float(v))
     variants = tuple([V.preset(p) for p in presets or []] + [V.VariantConfig.from_dict(x) for x in customs or []])
     if not variants:
         raise ConfigError("tick at least one preset or add a custom variant", field="variants")

@@ -15,7 +15,7 @@ from minillm_dash.errors import ConfigError
 from minillm_dash.ui_launch import HP_ORDER, experiment_from_inputs, parse_seeds, variant_from_switches
 
 REPO = Path(__file__).resolve().parents[2]
-HP = [20, 4, 5e-5, "constant", 0, 1.0, 32, 128, 10, 8, 32]
+HP = [20, 4, 5e-5, "constant", 0, 1.0, 32, 128, 10, 8, 32, 1, False]
 
 
 def test_parse_seeds():
@@ -34,6 +34,7 @@ def test_experiment_from_inputs_builds_and_validates():
                                  "0,1,2", HP)
     assert [v.name for v in exp.variants] == ["minillm", "minillm_wsingle"]
     assert exp.seeds == (0, 1, 2) and exp.train.device is None and exp.train.steps == 20
+    assert exp.train.yardstick_every == 1 and exp.train.save_students is False
     with pytest.raises(ConfigError, match="variants"):
         experiment_from_inputs("x", None, "tiny", "pruned:2", "auto", [], [], "0", HP)
     bad = list(HP)
