@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("yardstick-every", int), ("device", str)]:
         default = getattr(defaults, name.replace("-", "_"))
         run.add_argument(f"--{name}", type=kind, help=f"default {default}")
+    run.add_argument("--trust-remote-code", action="store_true",
+                     help="allow hub/local models to run their own Python code (off unless given)")
     run.add_argument("--save-students", action="store_true", default=None,
                      help="save each finished student under models/students/")
     run.add_argument("--max-concurrent", type=int, default=2, help="runs training at once (default 2)")
@@ -84,6 +86,8 @@ def experiment_from_args(args: argparse.Namespace, dataset_id: int | None) -> Ex
     for key in ("name", "teacher", "student"):
         if getattr(args, key):
             raw[key] = getattr(args, key)
+    if args.trust_remote_code:
+        raw["trust_remote_code"] = True
     raw.setdefault("name", "+".join(v if isinstance(v, str) else v.get("name", "custom") for v in raw["variants"]))
     if dataset_id is not None:
         raw["dataset_id"] = dataset_id

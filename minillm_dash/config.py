@@ -77,6 +77,8 @@ class RunConfig:
     seed: int
     train: TrainSettings
     data_seed: int = 0
+    # Run code shipped with hub/local models; off unless the user explicitly asks for it.
+    trust_remote_code: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,7 +87,8 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
         return cls(teacher=data["teacher"], student=data["student"],
                    variant=VariantConfig.from_dict(data["variant"]), seed=int(data["seed"]),
-                   train=TrainSettings(**data["train"]).validate(), data_seed=int(data.get("data_seed", 0)))
+                   train=TrainSettings(**data["train"]).validate(), data_seed=int(data.get("data_seed", 0)),
+                   trust_remote_code=data.get("trust_remote_code") is True)
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class ExperimentConfig:
     dataset_id: int | None = None
     train: TrainSettings = field(default_factory=TrainSettings)
     data_seed: int = 0
+    trust_remote_code: bool = False
 
     def validate(self) -> "ExperimentConfig":
         if not self.name.strip():
@@ -120,12 +124,14 @@ class ExperimentConfig:
             raise ConfigError("choose a teacher model", field="teacher")
         if not self.student.strip():
             raise ConfigError("choose a student model", field="student")
+        if not isinstance(self.trust_remote_code, bool):
+            raise ConfigError(f"must be true or false, got {self.trust_remote_code!r}", field="trust_remote_code")
         self.train.validate()
         return self
 
     def runs(self) -> list[RunConfig]:
         return [RunConfig(teacher=self.teacher, student=self.student, variant=v, seed=s, train=self.train,
-                          data_seed=self.data_seed)
+                          data_seed=self.data_seed, trust_remote_code=self.trust_remote_code)
                 for v in self.variants for s in self.seeds]
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,7 +149,8 @@ class ExperimentConfig:
         return cls(name=str(data.get("name", "experiment")), variants=variants,
                    seeds=tuple(int(s) for s in seeds), teacher=str(data.get("teacher", "default")),
                    student=str(data.get("student", "pruned:6")), dataset_id=data.get("dataset_id"),
-                   train=TrainSettings(**train_data), data_seed=int(data.get("data_seed", 0))).validate()
+                   train=TrainSettings(**train_data), data_seed=int(data.get("data_seed", 0)),
+                   trust_remote_code=data.get("trust_remote_code") is True).validate()
 
 
 def _variant_from_entry(entry: Any) -> VariantConfig:

@@ -46,20 +46,22 @@ class TeacherCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._models: dict[tuple[str, str], tuple[torch.nn.Module, object]] = {}
+        self._models: dict[tuple[str, str, bool], tuple[torch.nn.Module, object]] = {}
 
     def loaded(self) -> list[tuple[str, object]]:
         """(source, tokenizer) of every teacher loaded so far, e.g. to preview chat templates."""
         with self._lock:
-            return [(source, tokenizer) for (source, _), (_, tokenizer) in self._models.items()]
+            return [(source, tokenizer) for (source, _, _), (_, tokenizer) in self._models.items()]
 
-    def get(self, source: str, device: torch.device, progress: Progress | None = None):
-        key = (source, str(device))
+    def get(self, source: str, device: torch.device, progress: Progress | None = None, *,
+            trust_remote_code: bool = False):
+        key = (source, str(device), trust_remote_code)
         with self._lock:
             if key not in self._models:
                 if progress:
                     progress(f"loading teacher '{source}' on {device}")
-                model, tokenizer = load_teacher(ModelSource.parse(source), device, default_dtype(device))
+                model, tokenizer = load_teacher(ModelSource.parse(source, trust_remote_code=trust_remote_code),
+                                                device, default_dtype(device))
                 self._models[key] = (model, tokenizer)
             return self._models[key]
 
@@ -108,7 +110,8 @@ class Runner:
         runs = exp.runs()
         for cfg in runs:
             check_dataset_fits(cfg, dataset)
-        self.check_models(exp.teacher, exp.student, exp.train.device, progress)
+        self.check_models(exp.teacher, exp.student, exp.train.device, progress,
+                          trust_remote_code=exp.trust_remote_code)
         experiment_id = self.db.create_experiment(exp.name, exp.to_dict())
         for cfg in runs:
             run_id = self.db.create_run(experiment_id, cfg.variant.name, cfg.seed, cfg.to_dict(), cfg.train.steps)
@@ -119,14 +122,15 @@ class Runner:
         return experiment_id
 
     def check_models(self, teacher: str, student: str, device_name: str | None = None,
-                     progress: Progress | None = None) -> str:
+                     progress: Progress | None = None, *, trust_remote_code: bool = False) -> str:
         """Load the teacher (cached) and the student once and check they share a vocabulary."""
         device = resolve_device(device_name)
-        teacher_model, tokenizer = self.teachers.get(teacher, device, progress)
+        teacher_model, tokenizer = self.teachers.get(teacher, device, progress, trust_remote_code=trust_remote_code)
         if progress:
             progress(f"building student '{student}'")
-        student_model, student_tokenizer = load_student(ModelSource.parse(student), teacher_model, tokenizer, device,
-                                                        torch.float32)
+        student_model, student_tokenizer = load_student(
+            ModelSource.parse(student, trust_remote_code=trust_remote_code), teacher_model, tokenizer, device,
+            torch.float32)
         check_compatible(teacher_model, tokenizer, student_model, student_tokenizer)
         n_teacher = sum(p.numel() for p in teacher_model.parameters())
         n_student = sum(p.numel() for p in student_model.parameters())
@@ -219,9 +223,10 @@ class Runner:
     def _train(self, item: _QueuedRun, writer: MetricWriter, stop: threading.Event) -> RunOutcome:
         cfg = item.config
         device = resolve_device(cfg.train.device)
-        teacher, tokenizer = self.teachers.get(cfg.teacher, device)
+        teacher, tokenizer = self.teachers.get(cfg.teacher, device, trust_remote_code=cfg.trust_remote_code)
         # float32 master weights for the student everywhere (the frozen teacher may be bf16 on CUDA).
-        student, _ = load_student(ModelSource.parse(cfg.student), teacher, tokenizer, device, torch.float32)
+        student, _ = load_student(ModelSource.parse(cfg.student, trust_remote_code=cfg.trust_remote_code), teacher,
+                                  tokenizer, device, torch.float32)
         self.db.update_run(item.run_id, status="running", started_at=time.time(), device=str(device))
         trainer = RunTrainer(cfg, teacher, student, tokenizer, item.dataset, device)
 

@@ -64,10 +64,11 @@ def _wire_launch(ctx: UIContext, c: dict[str, Any], live: LiveTab, history: dict
     hp_components = [c["hp"][k] for k in HP_ORDER]
 
     @user_errors
-    def launch(name: str, dataset_id: int | None, teacher: str, student: str, device: str, presets: list[str],
-               customs: list[dict], seeds: str, *hp_values: Any, progress: gr.Progress = gr.Progress()) -> dict:
+    def launch(name: str, dataset_id: int | None, teacher: str, student: str, device: str, trust_remote_code: bool,
+               presets: list[str], customs: list[dict], seeds: str, *hp_values: Any,
+               progress: gr.Progress = gr.Progress()) -> dict:
         exp = experiment_from_inputs(name, dataset_id, teacher, student, device, presets, customs, seeds,
-                                     list(hp_values))
+                                     list(hp_values), trust_remote_code=trust_remote_code)
         status: list[str] = []
         experiment_id = ctx.runner.launch(exp, progress_callback(progress, status))
         n_runs = len(exp.variants) * len(exp.seeds)
@@ -85,8 +86,8 @@ def _wire_launch(ctx: UIContext, c: dict[str, Any], live: LiveTab, history: dict
     launched = gr.State(None)
     c["launch"].click(
         launch,
-        inputs=[c["name"], c["dataset"], c["teacher"], c["student"], c["device"], c["presets"], c["customs"],
-                c["seeds"], *hp_components],
+        inputs=[c["name"], c["dataset"], c["teacher"], c["student"], c["device"], c["trust_remote_code"],
+                c["presets"], c["customs"], c["seeds"], *hp_components],
         outputs=launched,
     ).success(show_launched, inputs=launched,
               outputs=[c["launch_status"], live.experiment, tabs, history["exp_choice"]])

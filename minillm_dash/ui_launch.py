@@ -81,6 +81,9 @@ def build_launch_tab(ctx: UIContext) -> dict[str, Any]:
             label="Student", info="'pruned:K' = the teacher keeping K evenly spaced layers; or a hub id / folder")
         c["device"] = gr.Dropdown(choices=["auto", "cpu", "cuda"], value="auto", label="Device",
                                   info="auto: cuda when available")
+        c["trust_remote_code"] = gr.Checkbox(
+            value=False, label="Trust remote code", elem_id="launch-trust-remote-code",
+            info="lets a hub/local model run Python code it ships; leave off unless you trust its author")
     with gr.Row():
         c["check"] = gr.Button("Check models (vocabulary)", scale=1)
         c["check_status"] = gr.Textbox(label="Model check", interactive=False, scale=4, elem_id="model-check")
@@ -228,10 +231,12 @@ def _wire_local(ctx: UIContext, c: dict[str, Any]) -> None:
         return [], custom_frame([])
 
     @user_errors
-    def check_models(teacher: str, student: str, device: str, progress: gr.Progress = gr.Progress()):
+    def check_models(teacher: str, student: str, device: str, trust_remote_code: bool,
+                     progress: gr.Progress = gr.Progress()):
         status: list[str] = []
         message = ctx.runner.check_models(teacher, student, None if device == "auto" else device,
-                                          progress_callback(progress, status))
+                                          progress_callback(progress, status),
+                                          trust_remote_code=trust_remote_code is True)
         return message
 
     def wt_question(customs: list[dict]):
@@ -243,7 +248,8 @@ def _wire_local(ctx: UIContext, c: dict[str, Any]) -> None:
     c["add_custom"].click(add_custom, inputs=[c["cname"], c["customs"], c["presets"], *sw_components],
                           outputs=c["customs"]).success(custom_frame, inputs=c["customs"], outputs=c["custom_table"])
     c["clear_custom"].click(clear_custom, outputs=[c["customs"], c["custom_table"]])
-    c["check"].click(check_models, inputs=[c["teacher"], c["student"], c["device"]], outputs=c["check_status"])
+    c["check"].click(check_models, inputs=[c["teacher"], c["student"], c["device"], c["trust_remote_code"]],
+                     outputs=c["check_status"])
     c["wt"].click(wt_question, inputs=c["customs"],
                   outputs=[c["presets"], c["seeds"], c["switches"]["mix_alpha"], c["name"], c["customs"],
                            c["custom_table"]])
@@ -258,7 +264,7 @@ PASS_THROUGH_HP = {"lr_schedule", "save_students"}
 
 def experiment_from_inputs(name: str, dataset_id: int | None, teacher: str, student: str, device: str,
                            presets: list[str], customs: list[dict], seeds: str,
-                           hp_values: list[Any]) -> ExperimentConfig:
+                           hp_values: list[Any], trust_remote_code: bool = False) -> ExperimentConfig:
     """Widgets -> a validated ExperimentConfig (every refusal is a ConfigError naming the field)."""
     hp = dict(zip(HP_ORDER, hp_values))
     settings: dict[str, Any] = {}
@@ -274,4 +280,5 @@ def experiment_from_inputs(name: str, dataset_id: int | None, teacher: str, stud
         name=(name or "").strip() or time.strftime("experiment %Y-%m-%d %H:%M"),
         variants=variants, seeds=parse_seeds(seeds), teacher=(teacher or "").strip(),
         student=(student or "").strip(), dataset_id=None if dataset_id is None else int(dataset_id), train=train,
+        trust_remote_code=trust_remote_code is True,
     ).validate()

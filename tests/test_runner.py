@@ -1,6 +1,7 @@
 """The runner on tiny real models and a real SQLite database: runs side by side in threads, faults
 confined to their run, bad experiments refused before any thread starts with nothing stored."""
 
+import dataclasses
 import gc
 import math
 import threading
@@ -10,7 +11,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from minillm_dash import tiny
-from minillm_dash.config import ExperimentConfig, TrainSettings
+from minillm_dash.config import ExperimentConfig, RunConfig, TrainSettings
 from minillm_dash.errors import ConfigError, ModelLoadError, UserInputError, VocabularyMismatchError
 from minillm_dash.modeling import save_student
 from minillm_dash.runner import Runner, TeacherCache
@@ -159,3 +160,27 @@ def test_bad_experiments_are_refused_before_any_thread_and_store_nothing(case, t
     assert isinstance(err.value, expected)
     assert tmp_db.list_experiments() == [] and tmp_db.list_runs() == []
     assert runner._workers == []
+
+
+def test_trust_remote_code_reaches_the_loaders_only_when_asked(tmp_db, monkeypatch):
+    from minillm_dash import runner as runner_module
+
+    seen = []
+    original = runner_module.ModelSource.parse
+
+    def parse(text, *, trust_remote_code=False):
+        seen.append((text, trust_remote_code))
+        return original(text, trust_remote_code=trust_remote_code)
+
+    monkeypatch.setattr(runner_module.ModelSource, "parse", staticmethod(parse))
+    runner = Runner(tmp_db, max_concurrent=1)
+    try:
+        runner.launch(_exp(variants=("rkl",), train=TrainSettings(**{**FAST.__dict__, "steps": 1})))
+        runner.launch(dataclasses.replace(_exp(variants=("fkl",), train=TrainSettings(**{**FAST.__dict__, "steps": 1})),
+                                          trust_remote_code=True))
+        assert runner.wait(timeout=120)
+    finally:
+        runner.shutdown()
+    assert {flag for _, flag in seen[:2]} == {False}  # the first experiment's teacher and student
+    assert ("tiny", True) in seen and ("pruned:2", True) in seen
+    assert RunConfig.from_dict(tmp_db.list_runs()[1]["config"]).trust_remote_code is True

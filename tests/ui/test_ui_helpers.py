@@ -35,6 +35,9 @@ def test_experiment_from_inputs_builds_and_validates():
     assert [v.name for v in exp.variants] == ["minillm", "minillm_wsingle"]
     assert exp.seeds == (0, 1, 2) and exp.train.device is None and exp.train.steps == 20
     assert exp.train.yardstick_every == 1 and exp.train.save_students is False
+    assert exp.trust_remote_code is False
+    assert experiment_from_inputs("wt", None, "tiny", "pruned:2", "auto", ["rkl"], [], "0", HP,
+                                  trust_remote_code=True).trust_remote_code is True
     with pytest.raises(ConfigError, match="variants"):
         experiment_from_inputs("x", None, "tiny", "pruned:2", "auto", [], [], "0", HP)
     bad = list(HP)
