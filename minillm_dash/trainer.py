@@ -131,10 +131,14 @@ class RunTrainer:
         t0 = time.perf_counter()
         teacher_logits = None
         yardstick_step = step % self.settings.yardstick_every == 0 or step == 1
-        if self._needs_teacher_logits() or (batch.source == "student" and yardstick_step):
+        reuse_for_yardstick = yardstick_step and batch.source == "student"
+        if self._needs_teacher_logits() or reuse_for_yardstick:
             with torch.no_grad():
                 teacher_logits = logits_of(self.teacher, batch)
         timings["teacher"] = time.perf_counter() - t0
+        yardsticks: dict[str, float] = {}
+        if yardstick_step and not reuse_for_yardstick:
+            yardsticks = self._sampled_yardsticks(prompt_ids, prompt_mask, timings)
 
         t0 = time.perf_counter()
         student_logits = logits_of(self.student, batch)
@@ -160,11 +164,11 @@ class RunTrainer:
             self.scheduler.step()
         timings["optimizer"] = time.perf_counter() - t0
 
-        metrics.update(self._batch_metrics(batch, student_logits.detach(), teacher_logits, terms.clip_fraction))
+        metrics.update(self._batch_metrics(batch, student_logits.detach(), terms.clip_fraction))
         metrics["train/grad_norm"] = grad_norm
-        if yardstick_step:
-            metrics.update(self._yardsticks(batch, student_logits.detach(), teacher_logits, prompt_ids, prompt_mask,
-                                            timings))
+        if reuse_for_yardstick:
+            yardsticks = exact_kls(student_logits.detach(), teacher_logits, batch.response_mask)
+        metrics.update(yardsticks)
         timings["step"] = time.perf_counter() - start
         n_tokens = float(batch.response_mask.sum())
         self.tokens_seen += int(n_tokens)
@@ -222,7 +226,7 @@ class RunTrainer:
         return losses.cross_entropy(logits, batch.response_ids, batch.response_mask.to(logits.dtype))
 
     def _batch_metrics(self, batch: rollout.ScoredBatch, student_logits: torch.Tensor,
-                       teacher_logits: torch.Tensor | None, clip_fraction: float | None) -> dict[str, float]:
+                       clip_fraction: float | None) -> dict[str, float]:
         mask = batch.response_mask.to(student_logits.dtype)
         metrics = {
             "train/entropy": float(losses.masked_mean(losses.entropy(student_logits), mask)),
@@ -237,26 +241,30 @@ class RunTrainer:
             metrics["train/clip_frac"] = clip_fraction
         return metrics
 
-    def _yardsticks(self, batch, student_logits, teacher_logits, prompt_ids, prompt_mask,
-                    timings: dict[str, float]) -> dict[str, float]:
-        """Exact token-level KLR and KLF of the current student on its own samples (every variant alike)."""
+    def _sampled_yardsticks(self, prompt_ids, prompt_mask, timings: dict[str, float]) -> dict[str, float]:
+        """Yardsticks for variants that train on other sequences: sample the student's own responses
+        (before this step's update, like the reused training batch of student-sampled variants)."""
         if self.teacher is None:
             return {}
         t0 = time.perf_counter()
-        if batch.source != "student" or teacher_logits is None:
-            with torch.no_grad():
-                batch = rollout.sample_responses(
-                    self.student, self.teacher, prompt_ids, prompt_mask, source="student",
-                    max_new_tokens=self.settings.max_new_tokens, eos_token_id=self.eos, pad_token_id=self.pad,
-                    generator=self.yardstick_gen)
-                teacher_logits = logits_of(self.teacher, batch)
-                was_training = self.student.training
-                self.student.eval()
-                student_logits = logits_of(self.student, batch)
-                self.student.train(was_training)
-        mask = batch.response_mask.to(student_logits.dtype)
         with torch.no_grad():
-            klr = losses.masked_mean(losses.token_divergence("rkl", student_logits, teacher_logits), mask)
-            klf = losses.masked_mean(losses.token_divergence("fkl", student_logits, teacher_logits), mask)
+            batch = rollout.sample_responses(
+                self.student, self.teacher, prompt_ids, prompt_mask, source="student",
+                max_new_tokens=self.settings.max_new_tokens, eos_token_id=self.eos, pad_token_id=self.pad,
+                generator=self.yardstick_gen)
+            teacher_logits = logits_of(self.teacher, batch)
+            was_training = self.student.training
+            self.student.eval()
+            student_logits = logits_of(self.student, batch)
+            self.student.train(was_training)
         timings["yardstick"] = time.perf_counter() - t0
-        return {"train/klr": float(klr), "train/klf": float(klf)}
+        return exact_kls(student_logits, teacher_logits, batch.response_mask)
+
+
+def exact_kls(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """The common yardsticks: exact token-level reverse and forward KL over the full vocabulary."""
+    mask = mask.to(student_logits.dtype)
+    with torch.no_grad():
+        klr = losses.masked_mean(losses.token_divergence("rkl", student_logits, teacher_logits), mask)
+        klf = losses.masked_mean(losses.token_divergence("fkl", student_logits, teacher_logits), mask)
+    return {"train/klr": float(klr), "train/klf": float(klf)}
