@@ -23,6 +23,13 @@ def _csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _train_flags() -> list[tuple[str, type, object]]:
+    """(name, type, default) of every training setting: each one is a `run` flag, none forgotten."""
+    defaults = TrainSettings()
+    kinds = {"int": int, "float": float, "str": str, "bool": bool, "str | None": str}
+    return [(f.name, kinds[str(f.type)], getattr(defaults, f.name)) for f in dataclasses.fields(TrainSettings)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m minillm_dash",
                                      description="Distil a teacher LM into a student with several loss variants "
@@ -38,17 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", help="prompt dataset file (JSONL, JSON, CSV, Parquet, TXT); default: built-in set")
     run.add_argument("--teacher", help="'default', a hub id or a local folder")
     run.add_argument("--student", help="'pruned:K' (teacher copy keeping K layers), a hub id or a local folder")
-    defaults = TrainSettings()
-    for name, kind in [("steps", int), ("batch-size", int), ("lr", float), ("lr-schedule", str),
-                       ("warmup-steps", int), ("grad-clip", float), ("max-new-tokens", int),
-                       ("max-prompt-tokens", int), ("eval-every", int), ("heldout-size", int),
-                       ("yardstick-every", int), ("device", str)]:
-        default = getattr(defaults, name.replace("-", "_"))
-        run.add_argument(f"--{name}", type=kind, help=f"default {default}")
+    for name, kind, default in _train_flags():
+        flag = f"--{name.replace('_', '-')}"
+        if kind is bool:
+            run.add_argument(flag, action="store_true", default=None, help=f"training setting (default {default})")
+        else:
+            run.add_argument(flag, type=kind, help=f"default {default}")
     run.add_argument("--trust-remote-code", action="store_true",
                      help="allow hub/local models to run their own Python code (off unless given)")
-    run.add_argument("--save-students", action="store_true", default=None,
-                     help="save each finished student under models/students/")
     run.add_argument("--max-concurrent", type=int, default=2, help="runs training at once (default 2)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -69,8 +73,7 @@ def experiment_from_args(args: argparse.Namespace, dataset_id: int | None) -> Ex
     """Config file first (if any), then explicit flags on top."""
     raw = load_config_file(args.config) if args.config else {}
     train = dict(raw.get("train", {}) or {})
-    for name in ("steps", "batch_size", "lr", "lr_schedule", "warmup_steps", "grad_clip", "max_new_tokens",
-                 "max_prompt_tokens", "eval_every", "heldout_size", "yardstick_every", "device", "save_students"):
+    for name, _, _ in _train_flags():
         value = getattr(args, name)
         if value is not None:
             train[name] = value
