@@ -189,6 +189,9 @@ class Runner:
                 self._active.add(item.run_id)
             try:
                 self._execute(item)
+            except Exception:  # e.g. the database went away while recording the outcome
+                log.exception("worker could not record the outcome of run %s; continuing with the queue",
+                              item.run_id)
             finally:
                 with self._lock:
                     self._active.discard(item.run_id)
