@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def experiment_from_args(args: argparse.Namespace, dataset_id: int | None) -> ExperimentConfig:
+def experiment_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """Config file first (if any), then explicit flags on top."""
     raw = load_config_file(args.config) if args.config else {}
     train = dict(raw.get("train", {}) or {})
@@ -92,15 +92,13 @@ def experiment_from_args(args: argparse.Namespace, dataset_id: int | None) -> Ex
     if args.trust_remote_code:
         raw["trust_remote_code"] = True
     raw.setdefault("name", "+".join(v if isinstance(v, str) else v.get("name", "custom") for v in raw["variants"]))
-    if dataset_id is not None:
-        raw["dataset_id"] = dataset_id
     return ExperimentConfig.from_dict(raw)
 
 
 def cmd_run(args: argparse.Namespace, db: Database) -> int:
     from minillm_dash.runner import Runner, configure_cpu_threads
 
-    exp = experiment_from_args(args, None)  # refuses bad variants/settings before data or models
+    exp = experiment_from_args(args)  # refuses bad variants/settings before data or models
     if args.data:
         dataset = data.load_dataset_file(args.data)  # validated before any model loads
         for warning in dataset.warnings:

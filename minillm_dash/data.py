@@ -286,6 +286,13 @@ def encode_prompts(tokenizer: Any, texts: Sequence[str],
     return ids, mask
 
 
+def encode_records(tokenizer: Any, records: Sequence[PromptRecord],
+                   max_prompt_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Records as the model sees them (chat template applied), left-padded: what training and
+    evaluation both feed to the models."""
+    return encode_prompts(tokenizer, [format_prompt(tokenizer, r) for r in records], max_prompt_tokens)
+
+
 def encode_references(tokenizer: Any, texts: Sequence[str], max_tokens: int, eos_token_id: int | None = None,
                       *, eos: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded reference ids [B, T] and float mask [B, T], each ending with EOS.

@@ -37,7 +37,7 @@ class HeldoutEvaluator:
         self.records, self.tokenizer, self.teacher = records, tokenizer, teacher
         self.settings, self.device, self.seed = settings, device, seed
         self.eos = tokenizer.eos_token_id
-        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
+        self.pad = data.pad_token_id(tokenizer)
         self._references: list[str] | None = None
 
     def _chunks(self) -> list[list[data.PromptRecord]]:
@@ -45,8 +45,7 @@ class HeldoutEvaluator:
         return [self.records[i:i + size] for i in range(0, len(self.records), size)]
 
     def _encode(self, records: list[data.PromptRecord]) -> tuple[torch.Tensor, torch.Tensor]:
-        texts = [data.format_prompt(self.tokenizer, r) for r in records]
-        ids, mask = data.encode_prompts(self.tokenizer, texts, self.settings.max_prompt_tokens)
+        ids, mask = data.encode_records(self.tokenizer, records, self.settings.max_prompt_tokens)
         return ids.to(self.device), mask.to(self.device)
 
     def _greedy_texts(self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tuple[list[str], float]:

@@ -94,7 +94,7 @@ class RunTrainer:
         self.scheduler = make_scheduler(self.optimizer, cfg.train)
         self.tokens_seen = 0
         self.eos = tokenizer.eos_token_id
-        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
+        self.pad = data.pad_token_id(tokenizer)
 
     # ----------------------------------------------------------------- loop
     def run(self, report: Report, should_stop: Callable[[], bool] = lambda: False) -> RunOutcome:
@@ -189,8 +189,7 @@ class RunTrainer:
         return all(bool(torch.isfinite(p).all()) for p in self.student.parameters())
 
     def _encode_prompts(self, records: list[data.PromptRecord]) -> tuple[torch.Tensor, torch.Tensor]:
-        texts = [data.format_prompt(self.tokenizer, r) for r in records]
-        ids, mask = data.encode_prompts(self.tokenizer, texts, self.settings.max_prompt_tokens)
+        ids, mask = data.encode_records(self.tokenizer, records, self.settings.max_prompt_tokens)
         return ids.to(self.device), mask.to(self.device)
 
     def _source_for_step(self) -> str:
